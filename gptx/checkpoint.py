@@ -1,0 +1,177 @@
+"""Resumable checkpoints: all state a run needs to continue bit-exactly, and nothing that can run code.
+
+A checkpoint is a folder `checkpoints/step_NNNNNNNN/` with `state.safetensors` (weights, optimizer
+moments, every RNG state, as tensors) and `meta.json` (step, counters, scaler, optimizer
+hyper-parameters, and the sha256 of the state file). It is written in a temporary folder and renamed
+into place; the newest valid one is used, a corrupt one is skipped in favour of the one before, and
+the previous one is deleted only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gptx.hashing import named_tensors
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.safetensors"
+META_FILE = "meta.json"
+KEEP = 2  # the newest and the one before it, as a fallback
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be trusted: resuming would silently restart from step 0."""
+
+
+@dataclass
+class TrainingState:
+    """What the loop needs besides the model and optimizer to go on where it stopped."""
+
+    step: int
+    wall_seconds: float
+    config_sha256: str
+    init_weights_sha256: str
+    scaler: dict[str, Any] | None = None
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint read back from disk."""
+
+    path: Path
+    state: TrainingState
+    tensors: dict[str, torch.Tensor]
+    optimizer_param_groups: list[dict[str, Any]]
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    rng: dict[str, torch.Tensor], state: TrainingState) -> Path:
+    """Write a checkpoint atomically and prune all but the newest KEEP."""
+    root = run_dir / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{state.step:08d}"
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in named_tensors(model).items()}
+    param_index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    optim_state = optimizer.state_dict()
+    for index, entry in optim_state["state"].items():
+        for key, value in entry.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    try:
+        save_file(tensors, str(tmp / STATE_FILE))
+        meta = {
+            "step": state.step,
+            "wall_seconds": state.wall_seconds,
+            "config_sha256": state.config_sha256,
+            "init_weights_sha256": state.init_weights_sha256,
+            "scaler": state.scaler,
+            "optimizer_param_groups": optim_state["param_groups"],
+            "n_optimizer_params": len(param_index),
+            "state_sha256": _file_sha256(tmp / STATE_FILE),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        for name in (STATE_FILE, META_FILE):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first (temporary folders of interrupted saves excluded)."""
+    root = run_dir / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
+    """The newest checkpoint that verifies; None when there is none.
+
+    Raises CheckpointError when checkpoints exist but none verifies, or they belong to another config.
+    """
+    candidates = list_checkpoints(run_dir)
+    problems = []
+    for path in reversed(candidates):
+        try:
+            meta = json.loads((path / META_FILE).read_text())
+            if _file_sha256(path / STATE_FILE) != meta["state_sha256"]:
+                raise ValueError("state.safetensors does not match the sha256 in meta.json")
+            tensors = load_file(str(path / STATE_FILE))
+        except (OSError, ValueError, KeyError, SafetensorError) as err:
+            problems.append(f"{path.name}: {err}")
+            continue
+        if meta["config_sha256"] != config_sha256:
+            raise CheckpointError(
+                f"{path} belongs to a run with another config (config_sha256 {meta['config_sha256'][:12]}…, "
+                f"this run {config_sha256[:12]}…): use another folder or overwrite=true"
+            )
+        state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
+                              meta["init_weights_sha256"], meta.get("scaler"))
+        return Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
+    if candidates:
+        raise CheckpointError(
+            f"no valid checkpoint in {run_dir / CHECKPOINT_DIR} ({'; '.join(problems)}); refusing to "
+            "retrain over it: move the folder away or pass overwrite=true"
+        )
+    return None
+
+
+def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Load weights and optimizer state from a checkpoint; returns the RNG states to restore."""
+    tensors = checkpoint.tensors
+    params = named_tensors(model)
+    with torch.no_grad():
+        for name, tensor in params.items():
+            tensor.copy_(tensors[f"model.{name}"])
+    optim_state: dict[int, dict[str, torch.Tensor]] = {}
+    rng = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, field = key.split(".", 2)
+            optim_state.setdefault(int(index), {})[field] = value
+        elif key.startswith("rng."):
+            rng[key[len("rng."):]] = value
+    optimizer.load_state_dict({"state": optim_state, "param_groups": checkpoint.optimizer_param_groups})
+    return rng
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """Delete every checkpoint of the run (after it completed, or when overwriting)."""
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

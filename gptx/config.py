@@ -1,0 +1,324 @@
+"""The typed configuration schema: every key a user can set, validated once at the entry point.
+
+YAML files under `gptx/conf/` carry values; these dataclasses say which keys exist, their types and
+their meaning (the docstring under each field is the user's reference). A typo such as `trian.lr=…`
+fails when Hydra composes the config, and nonsense values fail in `__post_init__` before any training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+# Keys that say where or how a run is filed, not what it computes: left out of `config_sha256`.
+NON_SEMANTIC_KEYS = ("sweep", "overwrite")
+
+
+class ConfigError(ValueError):
+    """A setting has a value gptx cannot run with; the message names the setting."""
+
+
+class InitScheme(str, Enum):
+    per_parameter = "per_parameter"
+    sequential = "sequential"
+
+
+class DataFormat(str, Enum):
+    text = "text"
+    tokens = "tokens"
+
+
+class LRSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class AmpDtype(str, Enum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class DeviceKind(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "gpt2_tiny"
+    """Preset name, recorded in results."""
+    vocab_size: int = 50257
+    """Vocabulary size (GPT-2's BPE has 50257 tokens)."""
+    context_length: int = 128
+    """Longest sequence the model can read (size of the learned positional embedding)."""
+    d_model: int = 128
+    """Width of the residual stream (Raschka's `emb_dim`)."""
+    n_heads: int = 4
+    """Attention heads per layer; must divide d_model."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    dropout: float = 0.1
+    """Dropout on embeddings, attention weights and residual branches."""
+    qkv_bias: bool = False
+    """Bias on the query/key/value projections."""
+    weight_tying: bool = False
+    """Share the output head's matrix with the token embedding."""
+    init_scheme: InitScheme = InitScheme.per_parameter
+    """per_parameter: each parameter drawn from its own stream seeded by (init_seed, name), so
+    interventions leave shared parameters identical; sequential: one stream in construction order
+    (the study's behaviour)."""
+
+    def __post_init__(self) -> None:
+        _positive("model.vocab_size", self.vocab_size)
+        _positive("model.context_length", self.context_length)
+        _positive("model.d_model", self.d_model)
+        _positive("model.n_heads", self.n_heads)
+        _positive("model.n_layers", self.n_layers)
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    name: str = "shakespeare"
+    """Preset name, recorded in results."""
+    format: DataFormat = DataFormat.text
+    """text: one UTF-8 file tokenized at start-up and split by position; tokens: a directory of
+    pre-tokenized uint16 files (nanoGPT's raw .bin or llm.c's headered .bin)."""
+    path: str | None = None
+    """text: the file (null = the bundled Tiny Shakespeare); tokens: the directory holding
+    `*train*.bin`, `*val*.bin` and optionally `*test*.bin`."""
+    val_fraction: float = 0.05
+    """text format: share of tokens (after the training part) used for validation."""
+    test_fraction: float = 0.05
+    """text format: share of tokens at the end of the corpus kept as the fixed test set."""
+    test_sequences: int | None = None
+    """Use only the first N test sequences (null = every full sequence of the test split)."""
+
+    def __post_init__(self) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0.0 < value < 0.5:
+                raise ConfigError(f"data.{key}={value} must be in (0, 0.5)")
+        if self.test_sequences is not None:
+            _positive("data.test_sequences", self.test_sequences)
+        if self.format is DataFormat.tokens and not self.path:
+            raise ConfigError("data.path must name a directory of token files when data.format=tokens")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    """Sequences per optimizer step, across all micro-batches (and, later, all GPUs)."""
+    micro_batch_size: int | None = None
+    """Sequences per forward/backward pass (null = batch_size); gradients accumulate to batch_size."""
+    seq_len: int | None = None
+    """Tokens per training sequence (null = model.context_length)."""
+    tokens: int | None = 307_200
+    """Training budget in tokens; steps = ceil(tokens / (batch_size * seq_len))."""
+    max_steps: int | None = None
+    """Cap on optimizer steps, whatever the token budget (how users and tests shorten a run)."""
+    lr: float = 0.0004
+    """Learning rate (the peak when a schedule is used)."""
+    lr_schedule: LRSchedule = LRSchedule.constant
+    """constant, or cosine: linear warm-up then cosine decay."""
+    warmup_fraction: float = 0.05
+    """cosine: share of steps spent warming up."""
+    warmup_start_factor: float = 1e-5
+    """cosine: warm-up starts at lr * this factor."""
+    min_lr_factor: float = 0.1
+    """cosine: the last step's lr is lr * this factor."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to every parameter (as in the study)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.999
+    """AdamW beta2."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm at this value (null = no clipping)."""
+    amp: bool = True
+    """Autocast on CUDA (CPU runs always compute in float32: CPUs here lack fast bf16)."""
+    amp_dtype: AmpDtype = AmpDtype.bf16
+    """Autocast dtype; fp16 adds a GradScaler."""
+    tf32: bool = True
+    """Allow TF32 matmuls on CUDA."""
+    device: DeviceKind = DeviceKind.auto
+    """auto: CUDA when available, else CPU."""
+    deterministic: bool = True
+    """Deterministic kernels and cuBLAS workspace, cuDNN benchmark off: same config, same bits."""
+    eval_every: int = 100
+    """Evaluate validation loss every N steps (and at the last step)."""
+    eval_batches: int = 8
+    """Validation micro-batches per evaluation (always the same first ones)."""
+    log_every: int = 25
+    """Write a metrics line every N steps."""
+    checkpoint_every: int | None = None
+    """Write a resumable checkpoint every N steps (null = only on a stop signal)."""
+    sample_tokens: int = 30
+    """Greedy tokens generated after "Every effort moves you" into sample.txt."""
+    fail_at_step: int | None = None
+    """Fault-test hook: make the loss NaN at this step (null = off)."""
+
+    def __post_init__(self) -> None:
+        _positive("train.batch_size", self.batch_size)
+        if self.micro_batch_size is not None:
+            _positive("train.micro_batch_size", self.micro_batch_size)
+            if self.batch_size % self.micro_batch_size:
+                raise ConfigError(
+                    f"train.micro_batch_size={self.micro_batch_size} must divide "
+                    f"train.batch_size={self.batch_size}"
+                )
+        if self.seq_len is not None:
+            _positive("train.seq_len", self.seq_len)
+        if self.tokens is None and self.max_steps is None:
+            raise ConfigError("set train.tokens or train.max_steps: the run needs a length")
+        if self.tokens is not None:
+            _positive("train.tokens", self.tokens)
+        if self.max_steps is not None:
+            _positive("train.max_steps", self.max_steps)
+        _positive("train.lr", self.lr)
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
+        if self.grad_clip is not None:
+            _positive("train.grad_clip", self.grad_clip)
+        for key in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be in [0, 1)")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"train.warmup_fraction={self.warmup_fraction} must be in [0, 1)")
+        for key in ("eval_every", "eval_batches", "log_every"):
+            _positive(f"train.{key}", getattr(self, key))
+        if self.checkpoint_every is not None:
+            _positive("train.checkpoint_every", self.checkpoint_every)
+
+    @property
+    def micro_batch(self) -> int:
+        """Sequences per forward pass."""
+        return self.micro_batch_size or self.batch_size
+
+
+@dataclass
+class GptxConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    intervention: dict[str, str] = field(default_factory=dict)
+    """Filled by the `intervention` config group: name -> what it changes. Not set by hand."""
+    init_seed: int = 42
+    """Seeds Python, NumPy and torch (CPU and every CUDA device) right before the model is built."""
+    train_seed: int | None = None
+    """Re-seeds every RNG right after the model is built (null = keep the stream going)."""
+    data_seed: int | None = None
+    """Shuffles the order of training sequences (null = corpus order)."""
+    replica: int = 0
+    """Repeat index: runs that differ only here measure the nondeterminism floor."""
+    sweep: str | None = None
+    """Sweep name: files multiruns under multirun_outputs/NAME (null = date/time)."""
+    overwrite: bool = False
+    """Allow replacing a completed run in the same folder."""
+
+    def __post_init__(self) -> None:
+        seq_len = self.train.seq_len or self.model.context_length
+        if seq_len > self.model.context_length:
+            raise ConfigError(
+                f"train.seq_len={seq_len} is longer than the model's context "
+                f"(model.context_length={self.model.context_length})"
+            )
+        for key in ("init_seed", "train_seed", "data_seed"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 2**63:
+                raise ConfigError(f"{key}={value} must be in [0, 2**63)")
+
+    @property
+    def intervention_names(self) -> list[str]:
+        """Interventions applied, in the order given; ['baseline'] when none is."""
+        names = [name for name in self.intervention if name != "baseline"]
+        return names or ["baseline"]
+
+    @property
+    def arm(self) -> str:
+        """The analysis arm: sorted intervention names joined by '+' (order of stacking is irrelevant)."""
+        return "+".join(sorted(self.intervention_names))
+
+
+def _positive(key: str, value: float) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}={value} must be > 0")
+
+
+def register_schema() -> None:
+    """Register the schema so `config.yaml` can start its defaults list with `gptx_schema`."""
+    ConfigStore.instance().store(name="gptx_schema", node=GptxConfig)
+
+
+def to_plain_dict(cfg: DictConfig | GptxConfig) -> dict[str, Any]:
+    """The config as JSON-ready plain data (enums as strings), the form hashed and saved."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def config_sha256(plain: dict[str, Any]) -> str:
+    """Hash of everything that determines a run's numbers (keys in NON_SEMANTIC_KEYS left out)."""
+    semantic = {key: value for key, value in plain.items() if key not in NON_SEMANTIC_KEYS}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
+
+
+def from_dictconfig(cfg: DictConfig) -> GptxConfig:
+    """Convert the composed config into validated dataclasses and check the interventions took effect."""
+    schema = OmegaConf.structured(GptxConfig)
+    merged = OmegaConf.merge(schema, cfg)
+    typed: GptxConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    check_interventions_applied(to_plain_dict(merged))
+    return typed
+
+
+def intervention_settings(name: str) -> dict[str, Any]:
+    """The dotted keys and values an intervention's YAML sets (besides its own name)."""
+    path = CONF_DIR / "intervention" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown intervention {name!r}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    raw.pop("intervention", None)  # type: ignore[union-attr]
+    return _flatten(raw)  # type: ignore[arg-type]
+
+
+def check_interventions_applied(plain: dict[str, Any]) -> None:
+    """Fail when a chosen intervention's values were overridden later in composition.
+
+    A choice that silently changes nothing (e.g. a preset or the command line setting train.lr after
+    lr_schedule set it) is the worst bug a noise study can have, so it is an error, not a warning.
+    """
+    effective = _flatten(plain)
+    for name in plain.get("intervention", {}):
+        for key, wanted in intervention_settings(name).items():
+            if effective.get(key) != wanted:
+                raise ConfigError(
+                    f"intervention {name!r} sets {key}={wanted!r} but the composed config has "
+                    f"{key}={effective.get(key)!r}: a later preset or command-line override undoes it"
+                )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

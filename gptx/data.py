@@ -1,0 +1,180 @@
+"""Token data: the train / validation / test splits and the order in which training sees them.
+
+Every split is a list of token arrays (memory-mapped for token files, so a dataset is never loaded
+into RAM whole) cut into non-overlapping sequences of `seq_len + 1` tokens. Which sequences form
+the batch of optimizer step `s` is a pure function of `(s, data_seed)`, so the data position of a
+resumed run is just its step number: nothing is repeated or skipped across a resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gptx.config import ConfigError, DataConfig, DataFormat
+from gptx.tokenizer import ASSETS, gpt2_tokenizer
+
+BUNDLED_CORPUS = ASSETS / "tinyshakespeare.txt"
+BUNDLED_CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+LLMC_MAGIC = 20240520  # llm.c's .bin header: 256 int32, [magic, version, n_tokens, ...]
+LLMC_HEADER_BYTES = 256 * 4
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of the data: token arrays (shards) read as sequences of seq_len inputs + 1 target."""
+
+    shards: tuple[np.ndarray, ...]
+    seq_len: int
+
+    @functools.cached_property
+    def _shard_starts(self) -> np.ndarray:
+        counts = [(len(s) - 1) // self.seq_len if len(s) > 1 else 0 for s in self.shards]
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def n_sequences(self) -> int:
+        """Full sequences in the split (sequences never cross a shard boundary)."""
+        return int(self._shard_starts[-1])
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the split's shards."""
+        return int(sum(len(s) for s in self.shards))
+
+    def sequences(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and next-token targets (int64, shape [len(indices), seq_len]) for these sequences."""
+        rows = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
+        shard_of = np.searchsorted(self._shard_starts, indices, side="right") - 1
+        for row, (index, shard) in enumerate(zip(indices, shard_of)):
+            start = (int(index) - int(self._shard_starts[shard])) * self.seq_len
+            rows[row] = self.shards[shard][start : start + self.seq_len + 1]
+        batch = torch.from_numpy(rows)
+        return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """The three splits of a run's data."""
+
+    train: Split
+    val: Split
+    test: Split
+
+
+def load_data(cfg: DataConfig, seq_len: int, vocab_size: int) -> TokenData:
+    """Load the configured data and check that every split holds at least one full sequence."""
+    if cfg.format is DataFormat.text:
+        shards = _text_splits(cfg)
+    else:
+        shards = _token_file_splits(Path(cfg.path))  # type: ignore[arg-type]
+    data = TokenData(*(Split(tuple(s), seq_len) for s in shards))
+    for name in ("train", "val", "test"):
+        split: Split = getattr(data, name)
+        if split.n_sequences == 0:
+            raise ConfigError(
+                f"data {cfg.name!r}: the {name} split has {split.n_tokens} tokens, fewer than one "
+                f"sequence of {seq_len + 1}; use more data or a shorter train.seq_len"
+            )
+    _check_token_range(data, vocab_size)
+    return data
+
+
+def _text_splits(cfg: DataConfig) -> list[list[np.ndarray]]:
+    path = Path(cfg.path) if cfg.path else BUNDLED_CORPUS
+    if not path.is_file():
+        raise ConfigError(f"data.path={path} is not a file")
+    raw = path.read_bytes()
+    if path == BUNDLED_CORPUS and hashlib.sha256(raw).hexdigest() != BUNDLED_CORPUS_SHA256:
+        raise ConfigError(f"the bundled corpus {path} does not match its sha256: reinstall gptx")
+    tokens = _tokenize(raw.decode("utf-8"))
+    n_test = int(len(tokens) * cfg.test_fraction)
+    n_val = int(len(tokens) * cfg.val_fraction)
+    n_train = len(tokens) - n_val - n_test
+    return [[tokens[:n_train]], [tokens[n_train : n_train + n_val]], [tokens[n_train + n_val :]]]
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenize(text: str) -> np.ndarray:
+    ids = gpt2_tokenizer().encode_ordinary(text)
+    return np.asarray(ids, dtype=np.uint16)
+
+
+def _token_file_splits(directory: Path) -> list[list[np.ndarray]]:
+    if not directory.is_dir():
+        raise ConfigError(f"data.path={directory} is not a directory")
+    found = {name: sorted(directory.glob(f"*{name}*.bin")) for name in ("train", "val", "test")}
+    for name in ("train", "val"):
+        if not found[name]:
+            raise ConfigError(f"data.path={directory} has no *{name}*.bin token files")
+    splits = {name: [_read_token_file(p) for p in paths] for name, paths in found.items()}
+    if not splits["test"]:
+        # No separate test files: the second half of the validation tokens is the fixed test set.
+        val = np.concatenate(splits["val"]) if len(splits["val"]) > 1 else splits["val"][0]
+        half = len(val) // 2
+        splits["val"], splits["test"] = [val[:half]], [val[half:]]
+    return [splits["train"], splits["val"], splits["test"]]
+
+
+def _read_token_file(path: Path) -> np.ndarray:
+    """Memory-map one uint16 token file, with or without llm.c's 1 KiB header."""
+    size = path.stat().st_size
+    header = np.fromfile(path, dtype=np.int32, count=3) if size >= LLMC_HEADER_BYTES else None
+    if header is not None and header[0] == LLMC_MAGIC:
+        n_tokens = int(header[2])
+        if LLMC_HEADER_BYTES + 2 * n_tokens > size:
+            raise ConfigError(f"{path}: header promises {n_tokens} tokens but the file is truncated")
+        return np.memmap(path, dtype=np.uint16, mode="r", offset=LLMC_HEADER_BYTES, shape=(n_tokens,))
+    if size % 2:
+        raise ConfigError(f"{path}: {size} bytes is not a whole number of uint16 tokens")
+    if size == 0:
+        return np.zeros(0, dtype=np.uint16)
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def _check_token_range(data: TokenData, vocab_size: int, probe: int = 1 << 20) -> None:
+    """Catch data tokenized for another vocabulary, from the first tokens of each split."""
+    for split in (data.train, data.val, data.test):
+        for shard in split.shards:
+            if len(shard) and int(np.max(shard[:probe])) >= vocab_size:
+                raise ConfigError(
+                    f"token id {int(np.max(shard[:probe]))} is outside model.vocab_size={vocab_size}"
+                )
+
+
+class TrainOrder:
+    """Which training sequences make up each optimizer step's batch.
+
+    Sample `g = step * batch_size + j` is position `g mod n` of epoch `g // n`; with a data_seed,
+    each epoch is a permutation seeded by (data_seed, epoch), else corpus order.
+    """
+
+    def __init__(self, n_sequences: int, batch_size: int, data_seed: int | None):
+        self.n_sequences = n_sequences
+        self.batch_size = batch_size
+        self.data_seed = data_seed
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != epoch:
+            if self.data_seed is None:
+                order = np.arange(self.n_sequences, dtype=np.int64)
+            else:
+                order = np.random.default_rng([self.data_seed, epoch]).permutation(self.n_sequences)
+            self._cached = (epoch, order)
+        return self._cached[1]
+
+    def step_indices(self, step: int) -> np.ndarray:
+        """Sequence indices of the batch of optimizer step `step` (0-based)."""
+        samples = np.arange(step * self.batch_size, (step + 1) * self.batch_size, dtype=np.int64)
+        epochs, positions = np.divmod(samples, self.n_sequences)
+        out = np.empty_like(samples)
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            out[mask] = self._epoch_order(int(epoch))[positions[mask]]
+        return out

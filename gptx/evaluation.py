@@ -1,0 +1,48 @@
+"""Loss on a data split and the greedy smoke-test sample: shared by training and the CLI tools."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gptx.data import Split
+from gptx.model import GPTModel, generate_greedy
+from gptx.precision import Precision
+from gptx.tokenizer import gpt2_tokenizer
+
+SMOKE_PROMPT = "Every effort moves you"
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy, computed in float32 whatever the autocast dtype."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
+
+
+@torch.no_grad()
+def split_loss(model: GPTModel, split: Split, n_sequences: int | None, batch_size: int,
+               device: torch.device, precision: Precision) -> float:
+    """Mean token loss over the split's first n_sequences (None = all), in order; no RNG is drawn."""
+    was_training = model.training
+    model.eval()
+    n = split.n_sequences if n_sequences is None else min(n_sequences, split.n_sequences)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, n, batch_size):
+        x, y = split.sequences(torch.arange(start, min(start + batch_size, n)).numpy())
+        x, y = x.to(device), y.to(device)
+        with precision.autocast(device):
+            logits = model(x)
+        total += lm_loss(logits, y, reduction="sum").double()
+    model.train(was_training)
+    return float(total) / (n * split.seq_len)
+
+
+@torch.no_grad()
+def greedy_sample(model: GPTModel, device: torch.device, n_tokens: int, prompt: str = SMOKE_PROMPT) -> str:
+    """The prompt followed by n_tokens greedy tokens."""
+    was_training = model.training
+    model.eval()
+    tok = gpt2_tokenizer()
+    idx = torch.tensor([tok.encode(prompt)], device=device)
+    out = generate_greedy(model, idx, n_tokens)[0].tolist()
+    model.train(was_training)
+    return tok.decode(out)

@@ -1,0 +1,160 @@
+"""The GPT-2 architecture of Raschka's *Build a Large Language Model (from Scratch)*.
+
+Learned positional embeddings, pre-LayerNorm blocks, a GELU (tanh) MLP of width 4d, causal
+multi-head attention through PyTorch's scaled_dot_product_attention, dropout on embeddings,
+attention weights and residual branches, optional Q/K/V bias and optional weight tying. Module
+names follow the book (tok_emb, trf_blocks, att.W_query, ff.layers, out_head), so its checkpoints
+and its order of random draws (the `sequential` init scheme) carry over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptx.config import InitScheme, ModelConfig
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal self-attention with separate Q/K/V projections (optionally biased)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.W_query = nn.Linear(d, d, bias=cfg.qkv_bias)
+        self.W_key = nn.Linear(d, d, bias=cfg.qkv_bias)
+        self.W_value = nn.Linear(d, d, bias=cfg.qkv_bias)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        heads = (b, t, self.n_heads, d // self.n_heads)
+        q = self.W_query(x).view(heads).transpose(1, 2)
+        k = self.W_key(x).view(heads).transpose(1, 2)
+        v = self.W_value(x).view(heads).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class FeedForward(nn.Module):
+    """The 4x-wide MLP with GPT-2's tanh-approximated GELU."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.layers = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), nn.Linear(4 * d, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x)))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.att = MultiHeadAttention(cfg)
+        self.ff = FeedForward(cfg)
+        self.norm1 = nn.LayerNorm(cfg.d_model, eps=1e-5)
+        self.norm2 = nn.LayerNorm(cfg.d_model, eps=1e-5)
+        self.drop_shortcut = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x)))
+        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+class GPTModel(nn.Module):
+    """GPT-2: token + position embeddings, n_layers blocks, final LayerNorm, linear head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        self.drop_emb = nn.Dropout(cfg.dropout)
+        self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
+        self.out_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.weight_tying:
+            self.out_head.weight = self.tok_emb.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, tokens, vocab] for token ids [batch, tokens]."""
+        positions = torch.arange(idx.shape[1], device=idx.device)
+        x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
+        return self.out_head(self.final_norm(self.trf_blocks(x)))
+
+
+def build_model(cfg: ModelConfig, init_seed: int) -> GPTModel:
+    """Build the model on the CPU with its initial weights, per `cfg.init_scheme`.
+
+    `sequential` draws from the global torch stream in construction order, as the study did (so
+    adding a parameter shifts every later one). `per_parameter` builds inside a forked RNG, leaving
+    the global stream untouched, then draws each parameter from its own generator seeded by
+    (init_seed, name): a parameter's initial values depend on nothing but its name and shape.
+    """
+    if cfg.init_scheme is InitScheme.sequential:
+        return GPTModel(cfg)
+    with torch.random.fork_rng(devices=[]):
+        model = GPTModel(cfg)
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            if module is model.out_head and cfg.weight_tying:
+                continue  # the tied head is tok_emb.weight, initialised as the embedding
+            _init_like_default(module, param_name, param, parameter_generator(init_seed, name))
+    return model
+
+
+def parameter_generator(init_seed: int, name: str) -> torch.Generator:
+    """A CPU generator seeded by a stable hash of (init_seed, parameter name)."""
+    digest = hashlib.sha256(f"{init_seed}:{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+@torch.no_grad()
+def _init_like_default(module: nn.Module, param_name: str, param: torch.Tensor, gen: torch.Generator) -> None:
+    """The distribution PyTorch's own reset_parameters uses for this module, from `gen`."""
+    if isinstance(module, nn.Linear):
+        # kaiming_uniform_(a=sqrt(5)) on the weight and the bias rule both give U(-1/sqrt(fan_in), ..).
+        bound = 1.0 / math.sqrt(module.in_features)
+        nn.init.uniform_(param, -bound, bound, generator=gen)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(param, 0.0, 1.0, generator=gen)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(param) if param_name == "weight" else nn.init.zeros_(param)
+    else:
+        raise TypeError(f"no initialisation rule for {type(module).__name__}.{param_name}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, a tied matrix counted once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def matmul_parameters(model: GPTModel) -> int:
+    """Parameters of the Linear weight matrices (blocks and head): the N in 6N FLOPs per token."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def flops_per_token(model: GPTModel, seq_len: int) -> float:
+    """Training FLOPs per token: 6 * N_matmul + 12 * layers * d_model * seq_len (attention)."""
+    cfg = model.cfg
+    return 6.0 * matmul_parameters(model) + 12.0 * cfg.n_layers * cfg.d_model * seq_len
+
+
+@torch.no_grad()
+def generate_greedy(model: GPTModel, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """Append max_new_tokens argmax tokens to idx [1, t], cropping to the context length."""
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.cfg.context_length :])[:, -1, :]
+        idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+    return idx

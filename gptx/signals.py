@@ -1,0 +1,51 @@
+"""Stop signals (SLURM's time limit and preemption warnings) turned into a flag the loop checks.
+
+A handler that checkpoints or exits inside the signal could interrupt an optimizer step half way;
+this one only records the signal. The loop checkpoints at the next step boundary and then hands the
+signal to whatever handler was installed before (submitit's requeues the job), or exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class StopRequest:
+    """Installs flag-only handlers for STOP_SIGNALS; use as a context manager."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop signal arrived."""
+        return self.signum is not None
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def hand_over(self) -> None:
+        """After checkpointing: let the previous handler act (e.g. requeue), else exit 128 + signal."""
+        signum = self.signum
+        assert signum is not None
+        previous = self._previous.get(signum)
+        self.__exit__()
+        if callable(previous):
+            previous(signum, None)
+        raise SystemExit(128 + signum)

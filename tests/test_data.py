@@ -1,0 +1,86 @@
+"""Splits, sequences, training order and the token-file formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gptx.config import ConfigError, DataConfig, DataFormat
+from gptx.data import LLMC_MAGIC, TrainOrder, load_data
+
+
+def test_shakespeare_splits_are_fixed_positions():
+    data = load_data(DataConfig(), seq_len=128, vocab_size=50257)
+    # 338,025 tokens: 5% (16,901) validation, 5% (16,901) test at the end, the rest training.
+    assert (data.train.n_tokens, data.val.n_tokens, data.test.n_tokens) == (304_223, 16_901, 16_901)
+    assert data.test.n_sequences == (16_901 - 1) // 128 == 132
+    assert data.train.shards[0][:4].tolist() == [5962, 22307, 25, 198]  # "First Citizen:\n"
+
+
+def test_sequences_are_inputs_and_shifted_targets():
+    data = load_data(DataConfig(), seq_len=8, vocab_size=50257)
+    x, y = data.train.sequences(np.array([0, 2]))
+    raw = torch.from_numpy(data.train.shards[0][:25].astype(np.int64))
+    assert x.dtype == torch.int64 and x.shape == (2, 8)
+    assert torch.equal(x[0], raw[0:8]) and torch.equal(y[0], raw[1:9])
+    assert torch.equal(x[1], raw[16:24]) and torch.equal(y[1], raw[17:25])
+
+
+def test_corpus_order_and_epoch_wrap():
+    order = TrainOrder(n_sequences=10, batch_size=4, data_seed=None)
+    assert order.step_indices(0).tolist() == [0, 1, 2, 3]
+    assert order.step_indices(2).tolist() == [8, 9, 0, 1]
+
+
+def test_seeded_order_is_a_fixed_permutation_per_epoch():
+    a, b = TrainOrder(10, 5, data_seed=3), TrainOrder(10, 5, data_seed=3)
+    epoch0 = np.concatenate([a.step_indices(0), a.step_indices(1)])
+    assert sorted(epoch0.tolist()) == list(range(10)) and epoch0.tolist() != list(range(10))
+    assert b.step_indices(1).tolist() == epoch0[5:].tolist()  # random access: resume needs no history
+    epoch1 = np.concatenate([a.step_indices(2), a.step_indices(3)])
+    assert epoch1.tolist() != epoch0.tolist()
+    assert TrainOrder(10, 5, data_seed=4).step_indices(0).tolist() != epoch0[:5].tolist()
+
+
+def write_nanogpt(path, tokens):
+    np.asarray(tokens, dtype=np.uint16).tofile(path)
+
+
+def write_llmc(path, tokens):
+    header = np.zeros(256, dtype=np.int32)
+    header[:3] = [LLMC_MAGIC, 1, len(tokens)]
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(np.asarray(tokens, dtype=np.uint16).tobytes())
+
+
+def test_token_files_both_formats_and_shards(tmp_path):
+    write_llmc(tmp_path / "fw_train_000001.bin", range(0, 100))
+    write_llmc(tmp_path / "fw_train_000002.bin", range(100, 150))
+    write_nanogpt(tmp_path / "val.bin", range(1000, 1041))
+    cfg = DataConfig(name="t", format=DataFormat.tokens, path=str(tmp_path))
+    data = load_data(cfg, seq_len=10, vocab_size=50257)
+    assert data.train.n_sequences == 9 + 4  # sequences never cross a shard
+    x, y = data.train.sequences(np.array([9]))  # first sequence of the second shard
+    assert x[0].tolist() == list(range(100, 110)) and y[0].tolist() == list(range(101, 111))
+    assert isinstance(data.train.shards[0], np.memmap)
+    # No test files: the second half of validation is the test set.
+    assert data.val.shards[0].tolist() == list(range(1000, 1020))
+    assert data.test.shards[0].tolist() == list(range(1020, 1041))
+
+
+def test_token_directory_problems_are_clear(tmp_path):
+    cfg = DataConfig(name="t", format=DataFormat.tokens, path=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"no \*train\*\.bin"):
+        load_data(cfg, 8, 50257)
+    (tmp_path / "train.bin").write_bytes(b"")
+    write_nanogpt(tmp_path / "val.bin", range(100))
+    with pytest.raises(ConfigError, match="train split has 0 tokens"):
+        load_data(cfg, 8, 50257)
+    write_nanogpt(tmp_path / "train.bin", [60000] * 50)
+    with pytest.raises(ConfigError, match="outside model.vocab_size"):
+        load_data(cfg, 8, 50257)
+    (tmp_path / "train.bin").write_bytes(b"\x00\x01\x02")
+    with pytest.raises(ConfigError, match="whole number"):
+        load_data(cfg, 8, 50257)
