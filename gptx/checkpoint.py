@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gptx.faults import maybe_fire
 from gptx.hashing import named_tensors
 
 CHECKPOINT_DIR = "checkpoints"
@@ -85,6 +86,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         for name in (STATE_FILE, META_FILE):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
+        maybe_fire("save", state.step)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

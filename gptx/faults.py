@@ -1,0 +1,33 @@
+"""Fault injection for the fault-test suite: off unless GPTX_FAULT is set in the environment.
+
+GPTX_FAULT="EVENT@STEP=SIGNAL[,…]" sends SIGNAL (TERM, USR1, USR2, KILL) to this process when the
+run reaches EVENT at optimizer step STEP. Events: `step` (before step STEP's forward pass), `eval`
+(as the evaluation after step STEP starts), `checkpoint` (right after the checkpoint of step
+STEP is complete), `save` (while that checkpoint is being written, before it is renamed into place).
+Kept in the environment, not the config, so an injected fault never changes a run's config hash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "GPTX_FAULT"
+
+
+def _plan() -> dict[tuple[str, int], signal.Signals]:
+    plan = {}
+    for item in filter(None, os.environ.get(ENV, "").split(",")):
+        where, name = item.split("=")
+        event, step = where.split("@")
+        plan[(event, int(step))] = signal.Signals[f"SIG{name}"]
+    return plan
+
+
+def maybe_fire(event: str, step: int) -> None:
+    """Send the planned signal for (event, step) to this process, if any."""
+    if ENV not in os.environ:
+        return
+    sig = _plan().get((event, step))
+    if sig is not None:
+        os.kill(os.getpid(), sig)

@@ -1,0 +1,293 @@
+"""python -m gptx.train [-m] [model=gpt2_small] [intervention=[grad_clip,qkv_bias]] [init_seed=22,42,67]
+
+One deterministic GPT-2 training run (or, with -m, a Hydra multirun of them). `train(cfg, run_dir)`
+is the whole run, free of Hydra; `main` is the thin Hydra entry around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from gptx import checkpoint as ckpt
+from gptx.config import CONF_DIR, ConfigError, GptxConfig, config_sha256, from_dictconfig, register_schema, \
+    to_plain_dict
+from gptx.data import TokenData, TrainOrder, load_data
+from gptx.faults import maybe_fire
+from gptx.evaluation import greedy_sample, lm_loss, split_loss
+from gptx.hashing import parameter_sha256s, weights_sha256
+from gptx.model import GPTModel, build_model, count_parameters, flops_per_token
+from gptx.outputs import MODEL_FILE, RESULT_FILE, SAMPLE_FILE, MetricsLog, environment, read_result, \
+    save_weights, write_atomic, write_json
+from gptx.precision import Precision, resolve_device, resolve_precision
+from gptx.progress import Progress
+from gptx.schedule import lr_at, total_steps
+from gptx.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
+from gptx.signals import StopRequest
+from gptx.sweep import register_resolvers
+
+log = logging.getLogger("gptx.train")
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; the step's update was not applied."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"non-finite loss {loss} at step {step}")
+        self.step = step
+
+
+@dataclass
+class Run:
+    """Everything built for a run before its first step."""
+
+    cfg: GptxConfig
+    run_dir: Path
+    device: torch.device
+    precision: Precision
+    data: TokenData
+    model: GPTModel
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    n_steps: int
+    seq_len: int
+    init_weights_sha256: str
+    init_param_sha256: dict[str, str]
+
+
+def train(cfg: GptxConfig, run_dir: Path) -> dict[str, Any]:
+    """Train (or resume, or skip if already completed) one run in run_dir; returns its result."""
+    plain = to_plain_dict(cfg)
+    cfg_sha = config_sha256(plain)
+    previous = read_result(run_dir)
+    if previous and previous.get("status") == "completed" and not cfg.overwrite:
+        if previous.get("config_sha256") == cfg_sha:
+            return {**previous, "skipped": True}
+        raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder "
+                          "or pass overwrite=true")
+    if cfg.overwrite:
+        ckpt.remove_checkpoints(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = ckpt.load_latest(run_dir, cfg_sha)
+    base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
+            "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
+            "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha}
+    write_json(run_dir / RESULT_FILE, base)
+    start = time.perf_counter()
+    run = build_run(cfg, run_dir)
+    result = {**base, **environment(run.device), "precision": run.precision.label,
+              "n_params": count_parameters(run.model), "init_weights_sha256": run.init_weights_sha256,
+              "planned_steps": run.n_steps}
+    step, wall_before = 0, 0.0
+    if resume is not None:
+        if resume.state.init_weights_sha256 != run.init_weights_sha256:
+            raise ckpt.CheckpointError(f"{resume.path} was written by a run with other initial weights")
+        restore_rng_state(ckpt.restore(resume, run.model, run.optimizer))
+        if resume.state.scaler:
+            run.scaler.load_state_dict(resume.state.scaler)
+        step, wall_before = resume.state.step, resume.state.wall_seconds
+        log.info("resuming from %s (step %d of %d)", resume.path.name, step, run.n_steps)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", keep_up_to_step=step if resume else None)
+    try:
+        with StopRequest() as stop:
+            final = training_loop(run, step, metrics, stop, lambda: wall_before + time.perf_counter() - start)
+    except Diverged as err:
+        result.update(status="diverged", error=str(err), diverged_at_step=err.step,
+                      wall_seconds=wall_before + time.perf_counter() - start)
+        write_json(run_dir / RESULT_FILE, result)
+        return result
+    except SystemExit:
+        result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
+        write_json(run_dir / RESULT_FILE, result)
+        raise
+    finally:
+        metrics.close()
+    wall = wall_before + time.perf_counter() - start
+    result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
+    result["init_param_sha256"] = run.init_param_sha256
+    finish_outputs(run, result, plain)
+    ckpt.remove_checkpoints(run_dir)
+    return result
+
+
+def build_run(cfg: GptxConfig, run_dir: Path) -> Run:
+    """Device, data, seeds, model and optimizer, in the order that fixes the run's random streams."""
+    configure_determinism(cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train, device)
+    seq_len = cfg.train.seq_len or cfg.model.context_length
+    data = load_data(cfg.data, seq_len, cfg.model.vocab_size)
+    seed_everything(cfg.init_seed)
+    model = build_model(cfg.model, cfg.init_seed)
+    init_sha, init_params = weights_sha256(model), parameter_sha256s(model)
+    if cfg.train_seed is not None:
+        seed_everything(cfg.train_seed)
+    model.to(device)
+    t = cfg.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
+                                  weight_decay=t.weight_decay, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
+    n_steps = total_steps(t, t.batch_size * seq_len)
+    return Run(cfg, run_dir, device, precision, data, model, optimizer, scaler, n_steps, seq_len,
+               init_sha, init_params)
+
+
+def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
+                  wall: Callable[[], float]) -> dict[str, Any]:
+    """Optimizer steps from `step` to the end; returns the final losses and throughput."""
+    cfg, t, model, opt = run.cfg, run.cfg.train, run.model, run.optimizer
+    order = TrainOrder(run.data.train.n_sequences, t.batch_size, cfg.data_seed)
+    tokens_per_step = t.batch_size * run.seq_len
+    n_micro = t.batch_size // t.micro_batch
+    progress = Progress(run.n_steps, step)
+    interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+    val_loss = train_loss = None
+    model.train()
+    while step < run.n_steps:
+        maybe_fire("step", step + 1)
+        if stop.requested:
+            save_checkpoint(run, step, wall())
+            log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
+            stop.hand_over()
+        lr = lr_at(step, run.n_steps, t)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x_all, y_all = run.data.train.sequences(order.step_indices(step))
+        loss_sum = torch.zeros((), device=run.device)
+        for micro in range(n_micro):
+            rows = slice(micro * t.micro_batch, (micro + 1) * t.micro_batch)
+            x = x_all[rows].to(run.device, non_blocking=True)
+            y = y_all[rows].to(run.device, non_blocking=True)
+            with run.precision.autocast(run.device):
+                loss = lm_loss(model(x), y) / n_micro
+            if t.fail_at_step == step + 1:
+                loss = loss * float("nan")
+            run.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        step_loss = float(loss_sum)  # the one host sync a step: the finite check needs it
+        if step_loss != step_loss or step_loss in (float("inf"), float("-inf")):
+            raise Diverged(step + 1, step_loss)
+        run.scaler.unscale_(opt)
+        log_now = (step + 1) % t.log_every == 0 or step + 1 == run.n_steps
+        grad_norm = None
+        if t.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        elif log_now:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        run.scaler.step(opt)
+        run.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
+        progress.update(step, step_loss)
+        evaluate_now = step % t.eval_every == 0 or step == run.n_steps
+        if evaluate_now:
+            maybe_fire("eval", step)
+            val_loss = split_loss(model, run.data.val, t.eval_batches * t.micro_batch, t.micro_batch,
+                                  run.device, run.precision)
+        if log_now:
+            elapsed = time.perf_counter() - interval_start
+            train_loss = interval_loss / interval_steps
+            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "lr": lr,
+                      "grad_norm": None if grad_norm is None else float(grad_norm),
+                      "tokens_per_second": interval_steps * tokens_per_step / max(elapsed, 1e-9)}
+            if evaluate_now:
+                record["val_loss"] = val_loss
+            metrics.write(record)
+            progress.log(record)
+            interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+        elif evaluate_now:
+            metrics.write({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss})
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.n_steps:
+            save_checkpoint(run, step, wall())
+            maybe_fire("checkpoint", step)
+    progress.close()
+    return {"steps": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss}
+
+
+def save_checkpoint(run: Run, step: int, wall_seconds: float) -> None:
+    """Checkpoint the run at a step boundary."""
+    state = ckpt.TrainingState(step, wall_seconds, config_sha256(to_plain_dict(run.cfg)),
+                               run.init_weights_sha256,
+                               run.scaler.state_dict() if run.scaler.is_enabled() else None)
+    ckpt.save_checkpoint(run.run_dir, run.model, run.optimizer, capture_rng_state(), state)
+
+
+def finish_outputs(run: Run, result: dict[str, Any], plain: dict[str, Any]) -> None:
+    """Test loss, throughput, sample and weights, then result.json last (its presence means done)."""
+    t = run.cfg.train
+    result["test_loss"] = split_loss(run.model, run.data.test, run.cfg.data.test_sequences, t.micro_batch,
+                                     run.device, run.precision)
+    result["test_tokens"] = (min(run.cfg.data.test_sequences or run.data.test.n_sequences,
+                                 run.data.test.n_sequences) * run.seq_len)
+    result["tokens_per_second"] = result["tokens"] / max(result["wall_seconds"], 1e-9)
+    result["flops_per_token"] = flops_per_token(run.model, run.seq_len)
+    result["final_weights_sha256"] = weights_sha256(run.model)
+    sample = greedy_sample(run.model, run.device, t.sample_tokens)
+    write_atomic(run.run_dir / SAMPLE_FILE, (sample + "\n").encode())
+    metadata = {"gptx_config": OmegaConf.to_yaml(plain), "gptx_result_sha256": result["final_weights_sha256"]}
+    save_weights(run.model, run.run_dir / MODEL_FILE, metadata)
+    write_json(run.run_dir / RESULT_FILE, result)
+    log.info("test_loss %.6f  (%s, %d steps, %.1f s)", result["test_loss"], "+".join(result["intervention"]),
+             result["steps"], result["wall_seconds"])
+
+
+def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
+    """Write .hydra/{config,hydra,overrides}.yaml ourselves, only for runs that actually run.
+
+    Hydra would rewrite them on every launch, touching completed runs that a relaunch skips.
+    """
+    hydra_cfg = HydraConfig.get()
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+    write_atomic(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}).encode())
+    write_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(list(hydra_cfg.overrides.task)).encode())
+
+
+register_schema()
+register_resolvers()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict[str, Any] | None:
+    """Hydra entry: validate, train, and turn the outcome into an exit status."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        typed = from_dictconfig(cfg)
+        previous = read_result(run_dir)
+        if not (previous and previous.get("status") == "completed" and not typed.overwrite):
+            save_hydra_files(run_dir, cfg)
+        result = train(typed, run_dir)
+    except (ConfigError, ckpt.CheckpointError) as err:
+        print(f"gptx: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:
+        failed = {**(read_result(run_dir) or {}), "status": "failed", "error": f"{type(err).__name__}: {err}",
+                  "traceback": traceback.format_exc()}
+        write_json(run_dir / RESULT_FILE, failed)
+        log.error("run failed: %s", failed["error"])
+        raise
+    if result.get("skipped"):
+        print(f"gptx: skipped {run_dir}: already completed with the same config")
+    elif result["status"] != "completed":
+        log.error("run %s: %s", result["status"], result.get("error"))
+        if not multirun:
+            raise SystemExit(1)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Exact resume: interrupted-and-resumed runs end bit-identical to uninterrupted ones."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from gptx.checkpoint import list_checkpoints
+
+from conftest import TINY, run_gptx
+
+pytestmark = pytest.mark.slow
+
+RUN = [*TINY, "train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=4"]
+
+
+def per_step_losses(run_dir: Path) -> list[tuple[int, float]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in map(json.loads, lines)]
+
+
+def result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference")
+    proc = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=run_dir)
+    assert proc.returncode == 0, proc.stderr
+    return run_dir
+
+
+def assert_same_as_reference(run_dir: Path, reference: Path) -> None:
+    got, want = result(run_dir), result(reference)
+    assert got["status"] == "completed"
+    assert got["final_weights_sha256"] == want["final_weights_sha256"]
+    assert got["test_loss"] == want["test_loss"]
+    assert per_step_losses(run_dir) == per_step_losses(reference)
+
+
+def test_two_signals_one_during_evaluation_then_resume(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    first = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "step@5=TERM"})
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr
+    assert result(tmp_path)["status"] == "interrupted"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003", "step_00000004"]
+    second = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "eval@8=USR1"})
+    assert second.returncode == 128 + signal.SIGUSR1, second.stderr
+    assert list_checkpoints(tmp_path)[-1].name == "step_00000008"
+    third = run_gptx(*args, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert "resuming from step_00000008" in (tmp_path / "train.log").read_text()
+    assert_same_as_reference(tmp_path, reference)
+    assert list_checkpoints(tmp_path) == []
+
+
+def test_sigkill_after_a_checkpoint_then_rerun(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    first = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "checkpoint@6=KILL"})
+    assert first.returncode == -signal.SIGKILL
+    assert result(tmp_path)["status"] == "running"
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert_same_as_reference(tmp_path, reference)
+
+
+def test_kill_during_a_save_keeps_the_previous_checkpoint(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    first = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "save@6=KILL"})
+    assert first.returncode == -signal.SIGKILL
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003"]
+    assert any(p.name.startswith(".tmp-step_00000006") for p in (tmp_path / "checkpoints").iterdir())
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert_same_as_reference(tmp_path, reference)
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    assert run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "checkpoint@6=KILL"}).returncode == -signal.SIGKILL
+    newest = list_checkpoints(tmp_path)[-1] / "state.safetensors"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert "resuming from step_00000003" in (tmp_path / "train.log").read_text()
+    assert_same_as_reference(tmp_path, reference)
+
+
+def test_no_valid_checkpoint_is_a_loud_failure_not_a_restart(tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    assert run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "checkpoint@3=KILL"}).returncode == -signal.SIGKILL
+    state = list_checkpoints(tmp_path)[0] / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit-pattern: the sha256 in meta.json no longer matches
+    state.write_bytes(bytes(data))
+    before = (tmp_path / "metrics.jsonl").read_text()
+    proc = run_gptx(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "no valid checkpoint" in proc.stderr and proc.stderr.count("\n") <= 2
+    assert (tmp_path / "metrics.jsonl").read_text() == before
