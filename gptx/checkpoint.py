@@ -44,6 +44,7 @@ class TrainingState:
     config_sha256: str
     init_weights_sha256: str
     scaler: dict[str, Any] | None = None
+    world_size: int = 1
 
 
 @dataclass
@@ -78,6 +79,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "config_sha256": state.config_sha256,
             "init_weights_sha256": state.init_weights_sha256,
             "scaler": state.scaler,
+            "world_size": state.world_size,
             "optimizer_param_groups": optim_state["param_groups"],
             "n_optimizer_params": len(param_index),
             "state_sha256": _file_sha256(tmp / STATE_FILE),
@@ -129,7 +131,7 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
                 f"this run {config_sha256[:12]}…): use another folder or overwrite=true"
             )
         state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
-                              meta["init_weights_sha256"], meta.get("scaler"))
+                              meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1))
         return Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
     if candidates:
         raise CheckpointError(

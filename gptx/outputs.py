@@ -57,10 +57,16 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 
 
 class MetricsLog:
-    """Appends one JSON object a line to metrics.jsonl, flushed so a crash keeps what was logged."""
+    """Appends one JSON object a line to metrics.jsonl, flushed so a crash keeps what was logged.
 
-    def __init__(self, path: Path, keep_up_to_step: int | None = None):
+    With path None (ranks other than 0) it writes nothing.
+    """
+
+    def __init__(self, path: Path | None, keep_up_to_step: int | None = None):
         self.path = path
+        self._file = None
+        if path is None:
+            return
         if keep_up_to_step is not None and path.exists():
             # A resumed run re-logs the steps after its checkpoint; drop the first attempt's copies.
             lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
@@ -72,12 +78,15 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record."""
+        if self._file is None:
+            return
         self._file.write(json.dumps(_finite(record)) + "\n")
         self._file.flush()
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:

@@ -13,10 +13,11 @@ log = logging.getLogger("gptx.train")
 class Progress:
     """Shows step, loss and speed; on a terminal as one redrawn line, elsewhere as log lines."""
 
-    def __init__(self, n_steps: int, start_step: int, stream=None):
+    def __init__(self, n_steps: int, start_step: int, stream=None, enabled: bool = True):
         self.n_steps = n_steps
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
+        self.enabled = enabled
+        self.live = enabled and self.stream.isatty()
         self.start_time = time.perf_counter()
         self.start_step = start_step
 
@@ -33,7 +34,7 @@ class Progress:
 
     def log(self, record: dict[str, Any]) -> None:
         """A plain log line for a metrics record (on a terminal only when it carries a val loss)."""
-        if self.live and "val_loss" not in record:
+        if not self.enabled or (self.live and "val_loss" not in record):
             return
         if self.live:
             self.stream.write("\n")

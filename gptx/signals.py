@@ -42,8 +42,8 @@ class StopRequest:
 
     def hand_over(self) -> None:
         """After checkpointing: let the previous handler act (e.g. requeue), else exit 128 + signal."""
-        signum = self.signum
-        assert signum is not None
+        # In a multi-process run a rank may stop because another rank got the signal.
+        signum = self.signum if self.signum is not None else signal.SIGTERM
         previous = self._previous.get(signum)
         self.__exit__()
         if callable(previous):

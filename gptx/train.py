@@ -1,11 +1,13 @@
 """python -m gptx.train [-m] [model=gpt2_small] [intervention=[grad_clip,qkv_bias]] [init_seed=22,42,67]
 
 One deterministic GPT-2 training run (or, with -m, a Hydra multirun of them). `train(cfg, run_dir)`
-is the whole run, free of Hydra; `main` is the thin Hydra entry around it.
+is the whole run, free of Hydra; `main` is the thin Hydra entry around it. Under
+`torchrun --nproc_per_node=N -m gptx.train …` one run trains on N processes (see gptx.distributed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -16,6 +18,7 @@ from typing import Any, Callable
 
 import hydra
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +27,8 @@ from gptx import checkpoint as ckpt
 from gptx.config import CONF_DIR, ConfigError, GptxConfig, config_sha256, from_dictconfig, register_schema, \
     to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
+from gptx.distributed import World, all_agree, barrier, broadcast_object, gather_objects, init_world, \
+    mean_over_ranks, rank_seed, shutdown
 from gptx.faults import maybe_fire
 from gptx.evaluation import greedy_sample, lm_loss, split_loss
 from gptx.hashing import parameter_sha256s, weights_sha256
@@ -54,10 +59,12 @@ class Run:
 
     cfg: GptxConfig
     run_dir: Path
+    world: World
     device: torch.device
     precision: Precision
     data: TokenData
     model: GPTModel
+    forward: torch.nn.Module  # the model itself, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     n_steps: int
@@ -68,6 +75,15 @@ class Run:
 
 def train(cfg: GptxConfig, run_dir: Path) -> dict[str, Any]:
     """Train (or resume, or skip if already completed) one run in run_dir; returns its result."""
+    world = init_world(resolve_device(cfg.train.device).type == "cuda")
+    try:
+        # Every rank uses rank 0's folder (Hydra may have named one per process start time).
+        return _train(cfg, Path(broadcast_object(world, str(run_dir))), world)  # type: ignore[arg-type]
+    finally:
+        shutdown(world)
+
+
+def _train(cfg: GptxConfig, run_dir: Path, world: World) -> dict[str, Any]:
     plain = to_plain_dict(cfg)
     cfg_sha = config_sha256(plain)
     previous = read_result(run_dir)
@@ -76,53 +92,85 @@ def train(cfg: GptxConfig, run_dir: Path) -> dict[str, Any]:
             return {**previous, "skipped": True}
         raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder "
                           "or pass overwrite=true")
-    if cfg.overwrite:
+    if cfg.overwrite and world.is_main:
         ckpt.remove_checkpoints(run_dir)
+    barrier(world)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = ckpt.load_latest(run_dir, cfg_sha)
     base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
-            "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha}
-    write_json(run_dir / RESULT_FILE, base)
+            "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
+            "world_size": world.size}
+    save = _MainRankWriter(world, run_dir)
+    save.result(base)
     start = time.perf_counter()
-    run = build_run(cfg, run_dir)
+    run = build_run(cfg, run_dir, world)
     result = {**base, **environment(run.device), "precision": run.precision.label,
               "n_params": count_parameters(run.model), "init_weights_sha256": run.init_weights_sha256,
               "planned_steps": run.n_steps}
     step, wall_before = 0, 0.0
     if resume is not None:
-        if resume.state.init_weights_sha256 != run.init_weights_sha256:
-            raise ckpt.CheckpointError(f"{resume.path} was written by a run with other initial weights")
-        restore_rng_state(ckpt.restore(resume, run.model, run.optimizer))
-        if resume.state.scaler:
-            run.scaler.load_state_dict(resume.state.scaler)
-        step, wall_before = resume.state.step, resume.state.wall_seconds
+        step, wall_before = resume_from(run, resume)
         log.info("resuming from %s (step %d of %d)", resume.path.name, step, run.n_steps)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", keep_up_to_step=step if resume else None)
+    metrics = MetricsLog(run_dir / "metrics.jsonl" if world.is_main else None,
+                         keep_up_to_step=step if resume else None)
     try:
         with StopRequest() as stop:
             final = training_loop(run, step, metrics, stop, lambda: wall_before + time.perf_counter() - start)
     except Diverged as err:
         result.update(status="diverged", error=str(err), diverged_at_step=err.step,
                       wall_seconds=wall_before + time.perf_counter() - start)
-        write_json(run_dir / RESULT_FILE, result)
+        save.result(result)
         return result
     except SystemExit:
         result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
-        write_json(run_dir / RESULT_FILE, result)
+        save.result(result)
         raise
     finally:
         metrics.close()
     wall = wall_before + time.perf_counter() - start
     result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
     result["init_param_sha256"] = run.init_param_sha256
-    finish_outputs(run, result, plain)
-    ckpt.remove_checkpoints(run_dir)
+    if world.is_main:
+        finish_outputs(run, result, plain)
+        ckpt.remove_checkpoints(run_dir)
+    barrier(world)
     return result
 
 
-def build_run(cfg: GptxConfig, run_dir: Path) -> Run:
+class _MainRankWriter:
+    """Writes result.json from rank 0 only."""
+
+    def __init__(self, world: World, run_dir: Path):
+        self.world, self.path = world, run_dir / RESULT_FILE
+
+    def result(self, result: dict[str, Any]) -> None:
+        if self.world.is_main:
+            write_json(self.path, result)
+
+
+def resume_from(run: Run, resume: ckpt.Checkpoint) -> tuple[int, float]:
+    """Restore weights, optimizer, scaler and this rank's RNG streams; returns (step, wall seconds)."""
+    if resume.state.init_weights_sha256 != run.init_weights_sha256:
+        raise ckpt.CheckpointError(f"{resume.path} was written by a run with other initial weights")
+    if resume.state.world_size != run.world.size:
+        raise ckpt.CheckpointError(f"{resume.path} was written by {resume.state.world_size} processes, "
+                                   f"this run has {run.world.size}: bit-exact resume needs the same number")
+    rng = ckpt.restore(resume, run.model, run.optimizer)
+    prefix = f"rank{run.world.rank}."
+    restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)})
+    if resume.state.scaler:
+        run.scaler.load_state_dict(resume.state.scaler)
+    return resume.state.step, resume.state.wall_seconds
+
+
+def build_run(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Run:
     """Device, data, seeds, model and optimizer, in the order that fixes the run's random streams."""
+    world = world or World()
+    per_rank = cfg.train.batch_size // world.size
+    if cfg.train.batch_size % world.size or per_rank % cfg.train.micro_batch:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must split into {world.size} processes "
+                          f"x whole micro-batches of train.micro_batch_size={cfg.train.micro_batch}")
     configure_determinism(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train, device)
@@ -133,49 +181,59 @@ def build_run(cfg: GptxConfig, run_dir: Path) -> Run:
     init_sha, init_params = weights_sha256(model), parameter_sha256s(model)
     if cfg.train_seed is not None:
         seed_everything(cfg.train_seed)
+    if world.rank > 0:  # distinct dropout masks per rank; rank 0 keeps the single-process stream
+        seed_everything(rank_seed(cfg.init_seed if cfg.train_seed is None else cfg.train_seed, world.rank))
     model.to(device)
+    forward = model
+    if world.distributed:
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
                                   weight_decay=t.weight_decay, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     n_steps = total_steps(t, t.batch_size * seq_len)
-    return Run(cfg, run_dir, device, precision, data, model, optimizer, scaler, n_steps, seq_len,
-               init_sha, init_params)
+    return Run(cfg, run_dir, world, device, precision, data, model, forward, optimizer, scaler, n_steps,
+               seq_len, init_sha, init_params)
 
 
 def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
                   wall: Callable[[], float]) -> dict[str, Any]:
     """Optimizer steps from `step` to the end; returns the final losses and throughput."""
-    cfg, t, model, opt = run.cfg, run.cfg.train, run.model, run.optimizer
+    cfg, t, model, opt, world = run.cfg, run.cfg.train, run.model, run.optimizer, run.world
     order = TrainOrder(run.data.train.n_sequences, t.batch_size, cfg.data_seed)
     tokens_per_step = t.batch_size * run.seq_len
-    n_micro = t.batch_size // t.micro_batch
-    progress = Progress(run.n_steps, step)
+    per_rank = t.batch_size // world.size
+    n_micro = per_rank // t.micro_batch
+    progress = Progress(run.n_steps, step, enabled=world.is_main)
     interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
     val_loss = train_loss = None
     model.train()
     while step < run.n_steps:
         maybe_fire("step", step + 1)
-        if stop.requested:
+        if all_agree(world, stop.requested):
             save_checkpoint(run, step, wall())
             log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
             stop.hand_over()
         lr = lr_at(step, run.n_steps, t)
         for group in opt.param_groups:
             group["lr"] = lr
-        x_all, y_all = run.data.train.sequences(order.step_indices(step))
+        indices = order.step_indices(step)[world.rank * per_rank : (world.rank + 1) * per_rank]
+        x_all, y_all = run.data.train.sequences(indices)
         loss_sum = torch.zeros((), device=run.device)
         for micro in range(n_micro):
             rows = slice(micro * t.micro_batch, (micro + 1) * t.micro_batch)
             x = x_all[rows].to(run.device, non_blocking=True)
             y = y_all[rows].to(run.device, non_blocking=True)
-            with run.precision.autocast(run.device):
-                loss = lm_loss(model(x), y) / n_micro
-            if t.fail_at_step == step + 1:
-                loss = loss * float("nan")
-            run.scaler.scale(loss).backward()
+            # Gradients are averaged across ranks once, on the last micro-batch.
+            sync = not world.distributed or micro == n_micro - 1
+            with run.precision.autocast(run.device), (contextlib.nullcontext() if sync else run.forward.no_sync()):
+                loss = lm_loss(run.forward(x), y) / n_micro
+                if t.fail_at_step == step + 1:
+                    loss = loss * float("nan")
+                run.scaler.scale(loss).backward()
             loss_sum += loss.detach()
-        step_loss = float(loss_sum)  # the one host sync a step: the finite check needs it
+        # The one host sync a step: the finite check needs it (and every rank must agree on it).
+        step_loss = float(mean_over_ranks(world, loss_sum))
         if step_loss != step_loss or step_loss in (float("inf"), float("-inf")):
             raise Diverged(step + 1, step_loss)
         run.scaler.unscale_(opt)
@@ -192,7 +250,7 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
         interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
         progress.update(step, step_loss)
         evaluate_now = step % t.eval_every == 0 or step == run.n_steps
-        if evaluate_now:
+        if evaluate_now and world.is_main:
             maybe_fire("eval", step)
             val_loss = split_loss(model, run.data.val, t.eval_batches * t.micro_batch, t.micro_batch,
                                   run.device, run.precision)
@@ -217,11 +275,16 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
 
 
 def save_checkpoint(run: Run, step: int, wall_seconds: float) -> None:
-    """Checkpoint the run at a step boundary."""
-    state = ckpt.TrainingState(step, wall_seconds, config_sha256(to_plain_dict(run.cfg)),
-                               run.init_weights_sha256,
-                               run.scaler.state_dict() if run.scaler.is_enabled() else None)
-    ckpt.save_checkpoint(run.run_dir, run.model, run.optimizer, capture_rng_state(), state)
+    """Checkpoint the run at a step boundary, with every rank's RNG streams, written by rank 0."""
+    rng_by_rank = gather_objects(run.world, capture_rng_state())
+    if run.world.is_main:
+        rng = {f"rank{r}.{k}": v for r, states in enumerate(rng_by_rank) for k, v in states.items()}
+        state = ckpt.TrainingState(step, wall_seconds, config_sha256(to_plain_dict(run.cfg)),
+                                   run.init_weights_sha256,
+                                   run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                                   run.world.size)
+        ckpt.save_checkpoint(run.run_dir, run.model, run.optimizer, rng, state)
+    barrier(run.world)
 
 
 def finish_outputs(run: Run, result: dict[str, Any], plain: dict[str, Any]) -> None:

@@ -1,0 +1,124 @@
+"""Several processes, one run: DistributedDataParallel set-up and the few collectives the loop needs.
+
+A run becomes distributed when it is started by `torchrun` (RANK/WORLD_SIZE in the environment) or
+as a multi-task SLURM job through submitit. Rank 0 alone writes files; every rank builds the same
+initial weights from the same seeds.
+
+Dropout streams: every rank seeds exactly as a single-process run does (init_seed, then train_seed),
+so rank 0's stream is the single-process stream. Rank r > 0 then re-seeds torch with
+`rank_seed(seed, r)`, where seed is train_seed (or init_seed when train_seed is null), so the
+ranks' dropout masks differ from each other. Bitwise reproduction needs the same world size.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the run's processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether more than one process trains."""
+        return self.size > 1
+
+
+def init_world(use_cuda: bool) -> World:
+    """Join the process group when launched by torchrun or as a multi-task SLURM job, else a world of 1."""
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        _export_submitit_environment()
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return world
+
+
+def _export_submitit_environment() -> None:
+    """Set RANK, WORLD_SIZE, MASTER_ADDR… from submitit's view of the SLURM job (no-op outside one)."""
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    except (RuntimeError, KeyError, ImportError):
+        return
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of rank r > 0: a stable hash of (seed, rank)."""
+    digest = hashlib.sha256(f"{seed}:rank{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def all_agree(world: World, flag: bool) -> bool:
+    """True on every rank when it is true on any rank (e.g. a stop signal reached one of them)."""
+    if not world.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean_over_ranks(world: World, value: torch.Tensor) -> torch.Tensor:
+    """The average of a scalar tensor over ranks (identical on every rank afterwards)."""
+    if not world.distributed:
+        return value
+    t = value.detach().clone().to(_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / world.size
+
+
+def gather_objects(world: World, obj: object) -> list[object]:
+    """Every rank's `obj`, in rank order (a one-item list in a world of one)."""
+    if not world.distributed:
+        return [obj]
+    out: list[object] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(world: World, obj: object) -> object:
+    """Rank 0's `obj` on every rank."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: World) -> None:
+    """Wait for every rank."""
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World) -> None:
+    """Leave the process group."""
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _collective_device() -> torch.device:
+    backend = dist.get_backend()
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")

@@ -1,0 +1,49 @@
+"""One run on two processes (gloo on CPU): completes, writes one result, and is reproducible."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]
+
+
+def torchrun(run_dir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "gptx.train", *TINY, "train.max_steps=6", "train.checkpoint_every=2",
+           f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.run(cmd, cwd=run_dir.parent, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def result(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def test_two_process_runs_are_bitwise_identical_and_write_once(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run_dir in (a, b):
+        proc = torchrun(run_dir)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ra, rb = result(a), result(b)
+    assert ra["status"] == "completed" and ra["world_size"] == 2
+    assert ra["final_weights_sha256"] == rb["final_weights_sha256"] and ra["test_loss"] == rb["test_loss"]
+    assert len([x for x in (a / "metrics.jsonl").read_text().splitlines()]) == 6  # one writer
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_two_process_run_resumes_bit_exactly(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert torchrun(ref).returncode == 0
+    first = torchrun(cut, env={"GPTX_FAULT": "step@4=TERM"})
+    assert first.returncode != 0 and result(cut)["status"] == "interrupted"
+    second = torchrun(cut)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert result(cut)["final_weights_sha256"] == result(ref)["final_weights_sha256"]
