@@ -1,0 +1,344 @@
+"""gptx.analyze on fake run folders: the study's noise runs, paired designs, odd inputs, the CLI."""
+
+import csv
+import hashlib
+import json
+import math
+
+import pytest
+
+from gptx import analyze, stats
+
+PARAMS = [f"trf_blocks.{i}.att.W_query.weight" for i in range(25)] + ["out_head.weight"]
+
+
+def sha(*parts) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def params(init_seed: int, changed: int = 0) -> dict:
+    """Per-parameter init hashes as the baseline draws them at init_seed; the last `changed` ones differ."""
+    return {n: sha(init_seed, n, i >= len(PARAMS) - changed) for i, n in enumerate(PARAMS)}
+
+
+def make_run(root, name, intervention=("baseline",), init_seed=42, train_seed=None, loss=3.7, *, replica=0,
+             status="completed", init_hash=None, final_hash=None, data_seed=None, curve=True, **extra):
+    """A run folder as training writes it: result.json, and metrics.jsonl unless curve=False."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    result = {"status": status, "intervention": list(intervention), "init_seed": init_seed,
+              "train_seed": train_seed, "data_seed": data_seed, "replica": replica, "test_loss": loss,
+              "val_loss": loss, "train_loss": loss,
+              "init_weights_sha256": init_hash or sha("init", init_seed),
+              "final_weights_sha256": final_hash or sha("final", name), "steps": 10, "tokens": 40960, **extra}
+    (folder / "result.json").write_text(json.dumps(result))
+    if curve:
+        rows = [{"step": s, "tokens": 4096 * s, "train_loss": 10 - s / 2, "lr": 4e-4, "grad_norm": 1.0,
+                 **({"val_loss": 10 - s / 2} if s % 5 == 0 else {})} for s in range(11)]
+        torn = '{"step": 11, "tok'  # a killed run leaves half a line
+        (folder / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n" + torn)
+    return folder
+
+
+def study(root):
+    """The study's noise runs (two unpublished cells filled in) and single-run interventions at seed 42."""
+    b = ("baseline",)
+    make_run(root, "b42", b, 42, None, 3.691526, final_hash="same", init_param_sha256=params(42))
+    make_run(root, "b42_rerun", b, 42, None, 3.691526, replica=1, final_hash="same",
+             init_param_sha256=params(42))
+    make_run(root, "b22", b, 22, None, 3.673453)
+    make_run(root, "b67", b, 67, None, 3.653592)
+    make_run(root, "b42_t23", b, 42, 23, 3.681356)
+    make_run(root, "b42_t67", b, 42, 67, 3.680505)
+    make_run(root, "b22_t23", b, 22, 23, 3.674)
+    make_run(root, "b67_t23", b, 67, 23, 3.664)
+    for arm, loss in [("grad_clip", 3.678317), ("lr_schedule", 3.601917)]:
+        make_run(root, arm, (arm,), 42, None, loss, init_param_sha256=params(42))
+    tied = {k: v for k, v in params(42).items() if k != "out_head.weight"}  # the head is the embedding
+    make_run(root, "weight_tying", ("weight_tying",), 42, None, 3.874305, init_hash=sha("tied", 42),
+             init_param_sha256=tied)
+    qkv = {**params(42, changed=24), "trf_blocks.0.att.b_query": "x"}  # extra draws shift later layers
+    make_run(root, "qkv_bias", ("qkv_bias",), 42, None, 3.669385, init_hash=sha("qkv", 42),
+             init_param_sha256=qkv)
+    make_run(root, "fp32_nan", ("fp32",), 42, None, float("nan"))
+    make_run(root, "fp32_killed", ("fp32",), 42, None, None, status="running")
+    return root
+
+
+def paired_sweep(root, effect=-0.02, seeds=range(1, 6), arms=("grad_clip",)):
+    """Baseline and interventions at the same init seeds: initial-weight noise large, training noise small."""
+    for s in seeds:
+        start = 3.7 + 0.02 * math.sin(3 * s)
+        make_run(root, f"b{s}", init_seed=s, loss=start, curve=False)
+        retrained = start + 0.001 * math.cos(5 * s)
+        make_run(root, f"b{s}_t9", init_seed=s, train_seed=9, loss=retrained, curve=False)
+        for k, arm in enumerate(arms):
+            parts = arm.split("+")
+            loss = start + effect * len(parts) + 0.001 * math.cos(s + k)
+            make_run(root, f"{arm}{s}", parts, s, None, loss, curve=False)
+
+
+@pytest.fixture
+def study_summary(tmp_path):
+    return analyze.write_report([study(tmp_path / "sweep")], tmp_path / "out")
+
+
+def test_arm_name():
+    assert analyze.arm_name(["qkv_bias", "grad_clip"]) == "grad_clip+qkv_bias"
+    assert analyze.arm_name(["baseline"]) == analyze.arm_name([]) == "baseline"
+    assert analyze.arm_name(["baseline", "grad_clip"]) == "grad_clip"
+    assert analyze.arm_name("grad_clip") == "grad_clip"
+
+
+def test_study_noise_three_ways(study_summary):
+    noise = study_summary["noise"]
+    init = noise["init_seed"]
+    assert init["n_runs"] == 3 and init["mean"] == pytest.approx(3.672857, abs=5e-7)
+    assert init["sd"] == pytest.approx(0.018974, abs=5e-7)
+    assert init["sd_population"] == pytest.approx(0.015492, abs=5e-7)
+    assert init["sd_ci"] == pytest.approx([0.009879, 0.119247], abs=5e-7)
+    train = noise["train_seed"]  # pooled over init 42 (none, 23, 67), 22 (none, 23) and 67 (none, 23)
+    sd, df = stats.pooled_sd([[3.691526, 3.681356, 3.680505], [3.673453, 3.674], [3.653592, 3.664]])
+    assert (train["n_groups"], train["df"], train["sd"]) == (3, df, pytest.approx(sd))
+    pinned = noise["init_seed_train_pinned"]
+    assert pinned["n_runs"] == 3 and pinned["mean"] == pytest.approx((3.681356 + 3.674 + 3.664) / 3)
+
+
+def test_train_seed_noise_of_one_group_matches_the_study(tmp_path):
+    for name, t, loss in [("a", None, 3.691526), ("b", 23, 3.681356), ("c", 67, 3.680505)]:
+        make_run(tmp_path, name, train_seed=t, loss=loss)
+    train = analyze.write_report([tmp_path], tmp_path / "out")["noise"]["train_seed"]
+    assert train["mean"] == pytest.approx(3.684462, abs=5e-7)
+    assert train["sd_population"] == pytest.approx(0.005007, abs=5e-7)
+    assert train["sd"] == pytest.approx(0.006132, abs=5e-7)
+
+
+def test_study_grid_anova(study_summary):
+    grid = study_summary["noise"]["grid"]
+    assert grid["init_seeds"] == [22, 42, 67] and grid["train_seeds"] == [23, None]  # 67 ran only at 42
+    ref = stats.two_way_anova([[3.674, 3.673453], [3.681356, 3.691526], [3.664, 3.653592]])
+    assert (grid["var_init"], grid["var_residual"]) == pytest.approx((ref.var_init, ref.var_residual))
+    assert grid["df_residual"] == 2
+
+
+def test_study_arms_sorted_worst_first_and_verdicts(study_summary):
+    arms = study_summary["arms"]
+    assert study_summary["order"][0] == "weight_tying" and study_summary["order"][-1] == "lr_schedule"
+    assert arms["baseline"]["n"] == 7 and arms["baseline"]["n_runs"] == 8  # the rerun is a repeat
+    assert arms["grad_clip"]["sd"] is None
+    assert arms["grad_clip"]["verdict"] == "not distinguishable from noise"
+    assert arms["weight_tying"]["verdict"] == "worse" and arms["lr_schedule"]["verdict"] == "better"
+    names = ("grad_clip", "lr_schedule", "qkv_bias", "weight_tying")
+    assert [arms[a]["p_holm"] for a in names] == pytest.approx(stats.holm([arms[a]["p"] for a in names]))
+
+
+def test_study_delta_z_and_yardstick(study_summary):
+    gc = study_summary["arms"]["grad_clip"]
+    assert gc["delta"] == pytest.approx(3.678317 - study_summary["arms"]["baseline"]["mean"])
+    assert gc["noise"]["name"] == "init_seed"  # seed 42 only against a baseline over three init seeds
+    assert gc["z"] == pytest.approx(gc["delta"] / 0.018974022, rel=1e-6)
+    assert gc["paired_delta"] == pytest.approx(3.678317 - 3.691526)
+    assert gc["paired_z"] == pytest.approx((3.678317 - 3.691526) / study_summary["noise"]["train_seed"]["sd"])
+    assert gc["test"] == "student" and gc["n_pairs"] == 1
+
+
+def test_init_weights_and_shared_parameter_identity(study_summary):
+    arms = study_summary["arms"]
+    ident = {a: (arms[a]["init_changed"], arms[a]["param_identity"]["identical"],
+                 arms[a]["param_identity"]["shared"]) for a in ("grad_clip", "qkv_bias", "weight_tying")}
+    assert ident == {"grad_clip": (False, 26, 26), "qkv_bias": (True, 2, 26), "weight_tying": (True, 25, 25)}
+    assert arms["qkv_bias"]["param_identity"]["only_in_arm"] == ["trf_blocks.0.att.b_query"]
+    assert arms["weight_tying"]["param_identity"]["only_in_baseline"] == ["out_head.weight"]
+
+
+def test_excluded_runs_are_listed_never_dropped(study_summary):
+    excluded = {e["path"].rsplit("/", 1)[-1]: e for e in study_summary["excluded"]}
+    assert excluded["fp32_nan"]["status"] == "diverged" and "nan" in excluded["fp32_nan"]["reason"]
+    killed = excluded["fp32_killed"]
+    assert killed["status"] == "running" and "incomplete" in killed["reason"]
+    assert "fp32" not in study_summary["arms"]
+    assert study_summary["n_runs"] == 14 and study_summary["n_included"] == 12
+
+
+def test_output_files(study_summary, tmp_path):
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {"report.md", "runs.csv", "summary.json", "noise.png",
+                                               "curves.png"}
+    json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 14 and {r["status"] for r in rows} == {"completed", "diverged", "running"}
+    report = (out / "report.md").read_text()
+    for needle in ("## Arms", "## Interventions vs baseline", "## Noise (baseline arm)", "barely estimated",
+                   "## Nondeterminism floor", "the floor is zero", "2/26 shared parameters identical",
+                   "## Left out of the statistics", "## Method"):
+        assert needle in report
+    assert (out / "noise.png").read_bytes()[:4] == (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_nondeterminism_floor(tmp_path):
+    make_run(tmp_path, "a0", loss=3.70, final_hash="h")
+    make_run(tmp_path, "a1", loss=3.70, replica=1, final_hash="h")
+    make_run(tmp_path, "b0", init_seed=1, loss=3.70, final_hash="x")
+    make_run(tmp_path, "b1", init_seed=1, loss=3.72, replica=1, final_hash="y")
+    floor = analyze.write_report([tmp_path], tmp_path / "out")["floor"]
+    assert (floor["n_groups"], floor["n_bitwise_identical"], floor["n_differing"]) == (2, 1, 1)
+    assert floor["sd"] == pytest.approx(stats.pooled_sd([[3.70, 3.70], [3.70, 3.72]])[0]) and floor["df"] == 2
+    assert {g["init_seed"]: g["bitwise_identical"] for g in floor["groups"]} == {1: False, 42: True}
+
+
+def test_paired_design_uses_the_paired_test(tmp_path):
+    paired_sweep(tmp_path)
+    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
+    assert gc["test"] == "paired" and gc["n_pairs"] == 5 and gc["verdict"] == "better"
+    assert gc["noise"]["name"] == "init_seed"  # the baseline also ran train seed 9: the seed sets differ
+    assert gc["welch"]["p"] > gc["paired"]["p"]  # pairing cancels the initial-weight noise
+    assert gc["seeds_needed"]["paired"] < gc["seeds_needed"]["unpaired"]
+
+
+def test_yardstick_is_training_noise_when_seed_sets_match(tmp_path):
+    for s in range(1, 4):
+        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s)
+        make_run(tmp_path, f"b{s}_t1", init_seed=s, train_seed=1, loss=3.7 + 0.01 * s + 0.001)
+        make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.69 + 0.01 * s)
+        make_run(tmp_path, f"g{s}_t1", ("grad_clip",), init_seed=s, train_seed=1, loss=3.688 + 0.01 * s)
+    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
+    assert gc["noise"]["name"] == "train_seed" and gc["init_changed"] is False
+
+
+def test_equal_per_seed_differences_fall_back_to_welch(tmp_path):
+    for s in range(1, 5):
+        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s, curve=False)
+        make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.6 + 0.01 * s, curve=False)
+    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
+    assert gc["paired"]["p"] is None and gc["test"] == "welch" and gc["verdict"] == "better"
+
+
+def test_interactions_paired_and_holm(tmp_path):
+    paired_sweep(tmp_path, arms=("grad_clip", "qkv_bias", "grad_clip+qkv_bias"))
+    (i,) = analyze.write_report([tmp_path], tmp_path / "out")["interactions"]
+    assert i["stack"] == "grad_clip+qkv_bias" and i["singles"] == ["grad_clip", "qkv_bias"]
+    assert i["name"] == "paired_contrast" and i["n_seeds_shared"] == 5
+    # per seed: stack - grad_clip - qkv_bias + baseline; the starting losses and the effects cancel
+    per_seed = [0.001 * (math.cos(s + 2) - math.cos(s) - math.cos(s + 1)) for s in range(1, 6)]
+    assert i["estimate"] == pytest.approx(sum(per_seed) / 5, abs=1e-12)
+    assert i["p_holm"] == pytest.approx(i["p"])  # one stack: Holm changes nothing
+    assert "## Interactions" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_interaction_unpaired_with_welch_satterthwaite(tmp_path):
+    for k, arm in enumerate(("baseline", "grad_clip", "qkv_bias", "grad_clip+qkv_bias")):
+        for s in (1, 2):
+            loss = 3.7 + 0.01 * s - 0.01 * k
+            make_run(tmp_path, f"{arm}{s}", arm.split("+"), 10 * k + s, None, loss, curve=False)
+    (i,) = analyze.write_report([tmp_path], tmp_path / "out")["interactions"]
+    ref = stats.contrast([[3.68, 3.69], [3.70, 3.71], [3.69, 3.70], [3.71, 3.72]], [1, -1, -1, 1])
+    assert i["name"] == "welch_contrast" and (i["estimate"], i["df"]) == pytest.approx((ref.estimate, ref.df))
+
+
+def test_one_run_per_arm(tmp_path):
+    make_run(tmp_path, "b", loss=3.7)
+    make_run(tmp_path, "g", ("grad_clip",), loss=3.6)
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    assert s["arms"]["baseline"]["sd"] is None and s["arms"]["grad_clip"]["z"] is None
+    assert s["arms"]["grad_clip"]["verdict"] == "cannot tell"
+    assert "n/a" in analyze.table(s)
+
+
+def test_arms_without_a_baseline(tmp_path):
+    make_run(tmp_path, "g1", ("grad_clip",), 1, loss=3.6)
+    make_run(tmp_path, "g2", ("grad_clip",), 2, loss=3.61)
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    assert s["noise"] is None and s["arms"]["grad_clip"]["verdict"] == "no baseline"
+    assert "No runs of the baseline arm" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_identical_losses_give_undefined_z_not_a_crash(tmp_path):
+    for s in (1, 2, 3):
+        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7)
+        make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.7)
+    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
+    assert gc["z"] is None and gc["band"] == "undefined" and gc["p"] is None
+    assert gc["verdict"] == "cannot tell" and "z undefined" in gc["evidence"]
+
+
+def test_other_baseline_and_metric(tmp_path):
+    paired_sweep(tmp_path)
+    s = analyze.write_report([tmp_path], tmp_path / "out", baseline="grad_clip", metric="val_loss")
+    assert s["metric"] == "val_loss" and s["arms"]["baseline"]["verdict"] == "worse"
+
+
+def test_mixed_models_are_flagged(tmp_path):
+    make_run(tmp_path, "tiny", init_seed=1, model="gpt2_tiny")
+    make_run(tmp_path, "small", init_seed=2, model="gpt2_small")
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    assert s["warnings"] == ["the runs mix model values (gpt2_small, gpt2_tiny); analyse each separately"]
+    assert "**Warning**" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_unreadable_and_statusless_results_are_listed(tmp_path):
+    make_run(tmp_path, "ok", loss=3.7)
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "result.json").write_text('{"status": "compl')
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "result.json").write_text('{"test_loss": 3.7, "intervention": ["baseline"]}')
+    (tmp_path / "killed_early" / ".hydra").mkdir(parents=True)  # a job killed before writing result.json
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    assert sorted(e["status"] for e in s["excluded"]) == ["running", "unknown", "unreadable"]
+
+
+def test_data_seeds_other_than_the_most_common_are_left_out_of_noise(tmp_path):
+    for s in (1, 2, 3):
+        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s, data_seed=0)
+    make_run(tmp_path, "b_d5", init_seed=1, loss=9.0, data_seed=5)
+    noise = analyze.write_report([tmp_path], tmp_path / "out")["noise"]
+    assert noise["init_seed"]["n_runs"] == 3 and noise["other_data_seeds"] == [5]
+
+
+def test_a_thousand_result_files(tmp_path):
+    arms = ["baseline", "grad_clip", "qkv_bias", "grad_clip+qkv_bias", "no_dropout"]
+    for i in range(1000):
+        loss = 3.7 - 0.01 * (i % 5) + 0.001 * math.sin(i)
+        make_run(tmp_path / "sweep", f"run{i}", arms[i % 5].split("+"), init_seed=i // 5,
+                 train_seed=None if i % 2 else 7, loss=loss, curve=i < 50)
+    s = analyze.write_report([tmp_path / "sweep"], tmp_path / "out")
+    assert s["n_included"] == 1000 and s["arms"]["no_dropout"]["verdict"] == "better"
+    assert len(s["interactions"]) == 1
+
+
+def test_cli_writes_into_the_single_path(tmp_path, capsys):
+    paired_sweep(tmp_path)
+    assert analyze.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "grad_clip" in out and "verdict" in out and (tmp_path / "report.md").exists()
+
+
+def test_cli_mixed_sweeps_into_one_report(tmp_path, capsys):
+    study(tmp_path / "noise_sweep")
+    paired_sweep(tmp_path / "paired_sweep", arms=("no_dropout",))
+    out = tmp_path / "report"
+    argv = [str(tmp_path / "noise_sweep"), str(tmp_path / "paired_sweep"), "--out", str(out)]
+    assert analyze.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_runs"] == 14 + 15 and {"grad_clip", "no_dropout", "qkv_bias"} <= set(summary["arms"])
+    assert "no_dropout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{tmp}/empty"], "no result.json found"),
+    (["{tmp}/missing"], "does not exist"),
+    (["{tmp}/run", "{tmp}/run"], "--out"),
+    (["{tmp}/run", "--metric", "bogus"], "no run has a numeric 'bogus'"),
+])
+def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    make_run(tmp_path, "run")
+    assert analyze.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_bad_arguments_are_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        analyze.main([])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "required: paths" in err

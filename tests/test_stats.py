@@ -1,0 +1,223 @@
+"""gptx.stats against textbook values worked by hand (closed forms where the distribution allows)."""
+
+import math
+
+import pytest
+from scipy import stats as sps
+
+from gptx import stats
+
+INIT_SEED_LOSSES = [3.691526, 3.673453, 3.653592]  # the study's init-seed noise runs
+TRAIN_SEED_LOSSES = [3.691526, 3.681356, 3.680505]  # same initial weights, train seed none / 23 / 67
+T_975_DF2 = math.sqrt(0.9025 * 2 / 0.0975)  # df 2: F(t) = 1/2 + t / (2 sqrt(t^2 + 2)), solved for 0.975
+CHI2_975_DF2, CHI2_025_DF2 = -2 * math.log(0.025), -2 * math.log(0.975)  # df 2 is exponential with mean 2
+
+
+def test_t_and_chi2_closed_forms_match_scipy():
+    assert T_975_DF2 == pytest.approx(4.302653, abs=1e-6)
+    assert CHI2_975_DF2 == pytest.approx(sps.chi2.ppf(0.975, 2), rel=1e-12)
+    assert CHI2_025_DF2 == pytest.approx(sps.chi2.ppf(0.025, 2), rel=1e-12)
+
+
+def test_describe_init_seed_noise_matches_the_study():
+    d = stats.describe(INIT_SEED_LOSSES)
+    assert d.n == 3
+    assert d.mean == pytest.approx(3.672857, abs=5e-7)
+    assert d.sd_population == pytest.approx(0.015492, abs=5e-7)  # the study's published 0.0154919
+    assert d.sd == pytest.approx(0.018974, abs=5e-7)
+    assert d.se == pytest.approx(d.sd / math.sqrt(3), rel=1e-12)
+
+
+def test_describe_train_seed_noise_and_the_studys_misquoted_sd():
+    d = stats.describe(TRAIN_SEED_LOSSES)
+    assert d.mean == pytest.approx(3.684462, abs=5e-7)
+    assert d.sd_population == pytest.approx(0.005007, abs=5e-7)
+    assert d.sd == pytest.approx(0.006132, abs=5e-7)
+    root_sum_squares = math.sqrt(sum((x - d.mean) ** 2 for x in TRAIN_SEED_LOSSES))
+    assert root_sum_squares == pytest.approx(0.008672, abs=5e-7)  # the figure the study quoted as the SD
+
+
+def test_t_interval_of_the_mean_by_hand():
+    d = stats.describe(INIT_SEED_LOSSES)
+    half = T_975_DF2 * 0.018974022 / math.sqrt(3)
+    assert d.ci == pytest.approx((3.672857 - half, 3.672857 + half), abs=1e-8)
+    assert d.ci == pytest.approx((3.625723, 3.719991), abs=5e-7)
+
+
+def test_chi_square_interval_of_the_sd_by_hand():
+    d = stats.describe(INIT_SEED_LOSSES)
+    lo, hi = d.sd * math.sqrt(2 / CHI2_975_DF2), d.sd * math.sqrt(2 / CHI2_025_DF2)
+    assert d.sd_ci == pytest.approx((lo, hi), rel=1e-10)
+    assert d.sd_ci == pytest.approx((0.009879, 0.119247), abs=5e-7)  # a factor of 12 wide at n = 3
+
+
+def test_describe_one_run_and_identical_runs():
+    one = stats.describe([3.7])
+    assert (one.n, one.mean, one.sd, one.sd_population, one.se, one.ci, one.sd_ci) == (
+        1,
+        3.7,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    same = stats.describe([3.7, 3.7, 3.7])
+    assert same.sd == 0 and same.ci == (pytest.approx(3.7), pytest.approx(3.7)) and same.sd_ci == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        stats.describe([])
+
+
+def test_pooled_sd():
+    sd, df = stats.pooled_sd([[1, 2, 3], [4, 6], [9]])  # squared deviations 2 + 2 over 2 + 1 df
+    assert (sd, df) == (pytest.approx(math.sqrt(4 / 3)), 3)
+    assert stats.pooled_sd([[1], [2]]) == (None, 0)
+
+
+def test_welch_by_hand():
+    a, b = [1, 2, 3, 4], [2, 4, 6, 8, 10]
+    va, vb = 5 / 3 / 4, 10 / 5  # s^2 / n for each arm
+    t = (2.5 - 6) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)
+    r = stats.welch(a, b)
+    assert r.estimate == pytest.approx(-3.5)
+    assert r.statistic == pytest.approx(t, rel=1e-12) and t == pytest.approx(-2.251436, abs=1e-6)
+    assert r.df == pytest.approx(df, rel=1e-12) and df == pytest.approx(5.520788, abs=1e-6)
+    assert r.p == pytest.approx(2 * sps.t.sf(abs(t), df), rel=1e-10)
+    half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert r.ci == pytest.approx((-3.5 - half, -3.5 + half), rel=1e-10)
+
+
+def test_welch_degenerate_and_too_small():
+    r = stats.welch([3.7, 3.7], [3.7, 3.7])
+    assert r.estimate == 0 and r.p is None and r.ci is None
+    with pytest.raises(ValueError):
+        stats.welch([1.0], [1.0, 2.0])
+
+
+def test_paired_t_by_hand_closed_form_df2():
+    # differences 0.1, 0.2, 0.05: mean 7/60, SD sqrt(0.0058333), t = sqrt(7) exactly
+    r = stats.paired([3.0, 3.2, 3.1], [2.9, 3.0, 3.05])
+    assert r.name == "paired" and r.df == 2
+    assert r.estimate == pytest.approx(7 / 60, rel=1e-12)
+    assert r.statistic == pytest.approx(math.sqrt(7), rel=1e-9)
+    assert r.p == pytest.approx(1 - math.sqrt(7) / 3, rel=1e-9)  # df 2: two-sided p = 1 - t / sqrt(t^2 + 2)
+    half = T_975_DF2 * math.sqrt(0.035 / 6) / math.sqrt(3)
+    assert r.ci == pytest.approx((7 / 60 - half, 7 / 60 + half), rel=1e-9)
+
+
+def test_paired_without_spread_has_no_p():
+    r = stats.paired([3.1, 3.2, 3.3], [3.0, 3.1, 3.2])
+    assert r.estimate == pytest.approx(0.1) and r.p is None  # scipy would say p = 0 (t = inf)
+
+
+def test_student_with_one_run_is_a_prediction_test():
+    # one run x against n baseline runs: t = (x - mean) / (s sqrt(1 + 1/n)), df = n - 1
+    base = INIT_SEED_LOSSES
+    d = stats.describe(base)
+    t = (3.601917 - d.mean) / (d.sd * math.sqrt(1 + 1 / 3))
+    r = stats.student([3.601917], base)
+    assert r.statistic == pytest.approx(t, rel=1e-10) and r.df == 2
+    assert r.p == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2), rel=1e-9)
+    assert stats.student([1.0], [2.0]).p is None
+
+
+def test_bootstrap_is_seeded_and_reproducible():
+    a, b = [3.60, 3.61, 3.62, 3.59], [3.67, 3.69, 3.65, 3.68]
+    ci = stats.bootstrap_delta_ci(a, b, seed=1)
+    assert ci == stats.bootstrap_delta_ci(a, b, seed=1)
+    assert ci != stats.bootstrap_delta_ci(a, b, seed=2)
+    assert ci[0] < -0.0675 < ci[1]
+    assert stats.bootstrap_delta_ci([1.0], b) is None
+    assert stats.bootstrap_delta_ci([2.0, 2.0], [1.0, 1.0]) == (1.0, 1.0)
+
+
+def test_z_score_and_bands():
+    assert stats.z_score(0.03, 0.015) == pytest.approx(2.0)
+    assert stats.z_score(0.03, 0.0) is None and stats.z_score(0.03, None) is None
+    assert [stats.sigma_band(z) for z in (0.5, -1.0, 1.5, -2.5, 3.01, None)] == [
+        "within 1σ",
+        "within 1σ",
+        "1σ–2σ",
+        "2σ–3σ",
+        "beyond 3σ",
+        "undefined",
+    ]
+
+
+def test_power_matches_published_tables():
+    # Cohen's tables / G*Power: two-sample t, alpha 0.05 two-sided, 80% power
+    assert stats.power(17, 1.0) == pytest.approx(0.8070, abs=5e-4)
+    assert stats.seeds_needed(1.0, 1.0) == 17
+    assert stats.seeds_needed(-0.5, 1.0) == 64
+    assert stats.seeds_needed(0.5, 1.0, paired_design=True) == 34
+    assert stats.seeds_needed(0.013, 0.018974) > stats.seeds_needed(0.013, 0.006)
+    assert stats.seeds_needed(10.0, 1.0) == 2
+
+
+def test_seeds_needed_undefined():
+    assert stats.seeds_needed(0.0, 1.0) is None
+    assert stats.seeds_needed(0.1, 0.0) is None and stats.seeds_needed(0.1, None) is None
+    assert stats.seeds_needed(1e-4, 1.0, max_n=1000) is None
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; running max: 0.06 at the end
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, None, 0.9]) == [pytest.approx(1.0), None, pytest.approx(1.0)]
+    assert stats.holm([]) == []
+
+
+def test_contrast_reduces_to_welch():
+    a, b = [1, 2, 3, 4], [2, 4, 6, 8, 10]
+    c, w = stats.contrast([a, b], [1, -1]), stats.welch(a, b)
+    assert (c.estimate, c.statistic, c.df, c.p) == pytest.approx(
+        (w.estimate, w.statistic, w.df, w.p), rel=1e-10
+    )
+
+
+def test_interaction_contrast_by_hand():
+    # stack, two singles, baseline; each arm two runs with variance 2: estimate 2 - 3 - 1 + 1 = -1, SE 2, df 4
+    r = stats.contrast([[1, 3], [2, 4], [0, 2], [0, 2]], [1, -1, -1, 1])
+    assert (r.estimate, r.statistic, r.df) == pytest.approx((-1.0, -0.5, 4.0))
+    half = sps.t.ppf(0.975, 4) * 2
+    assert r.ci == pytest.approx((-1 - half, -1 + half)) and half == pytest.approx(2 * 2.776445, abs=1e-6)
+    assert stats.contrast([[1], [2, 3]], [1, -1]).p is None
+
+
+def test_paired_contrast_is_a_one_sample_test_of_per_seed_contrasts():
+    rows = [
+        [3.0, 3.1, 3.2, 3.3],
+        [2.9, 3.1, 3.1, 3.2],
+        [3.1, 3.2, 3.3, 3.3],
+    ]  # stack, single a, single b, baseline
+    per_seed = [3.0 - 3.1 - 3.2 + 3.3, 2.9 - 3.1 - 3.1 + 3.2, 3.1 - 3.2 - 3.3 + 3.3]
+    r, ref = stats.paired_contrast(rows, [1, -1, -1, 1]), sps.ttest_1samp(per_seed, 0.0)
+    assert r.estimate == pytest.approx(sum(per_seed) / 3)
+    assert (r.statistic, r.p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-9)
+
+
+def test_two_way_anova_on_a_hand_computed_grid():
+    # rows (init seeds) mean 1.5, 4, 4; columns (train seeds) 8/3, 11/3; grand 19/6
+    # SS: init 8.3333 (2 df), train 1.5 (1 df), residual 1.0 (2 df), total 10.8333
+    a = stats.two_way_anova([[1, 2], [3, 5], [4, 4]])
+    assert (a.df_init, a.df_train, a.df_residual) == (2, 1, 2)
+    assert (a.ms_init, a.ms_train, a.ms_residual) == pytest.approx((25 / 6, 1.5, 0.5))
+    assert (a.var_init, a.var_train, a.var_residual) == pytest.approx((11 / 6, 1 / 3, 0.5))
+    assert a.p_init == pytest.approx(1 / (1 + 25 / 3))  # F(2, 2) survival is 1 / (1 + F)
+    assert a.p_train == pytest.approx(1 - math.sqrt(3 / 5))  # F(1, 2) = t(2)^2
+    assert a.var_residual_ci == pytest.approx((1 / CHI2_975_DF2, 1 / CHI2_025_DF2))
+    df = (25 / 6 - 0.5) ** 2 / ((25 / 6) ** 2 / 2 + 0.25 / 2)  # Satterthwaite
+    assert a.df_init_satterthwaite == pytest.approx(df) and df == pytest.approx(1.526814, abs=1e-6)
+    assert a.var_init_ci == pytest.approx(
+        (df * 11 / 6 / sps.chi2.ppf(0.975, df), df * 11 / 6 / sps.chi2.ppf(0.025, df))
+    )
+
+
+def test_two_way_anova_truncates_negative_components_and_needs_a_grid():
+    a = stats.two_way_anova([[1, 2], [2, 1]])  # rows and columns have equal means: components are 0
+    assert a.var_init == 0 and a.var_train == 0 and a.var_init_ci is None
+    flat = stats.two_way_anova([[1, 1], [1, 1]])
+    assert flat.var_residual == 0 and flat.p_init is None
+    with pytest.raises(ValueError):
+        stats.two_way_anova([[1, 2, 3]])
