@@ -141,7 +141,8 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
     return None
 
 
-def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def restore(checkpoint: Checkpoint, model: torch.nn.Module,
+            optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """Load weights and optimizer state from a checkpoint; returns the RNG states to restore."""
     tensors = checkpoint.tensors
     params = named_tensors(model)

@@ -36,7 +36,7 @@ def parameter_sha256s(model: nn.Module) -> dict[str, str]:
     return {name: tensor_sha256(t) for name, t in sorted(named_tensors(model).items())}
 
 
-def _update(h: "hashlib._Hash", tensor: torch.Tensor) -> None:
+def _update(h: hashlib._Hash, tensor: torch.Tensor) -> None:
     t = tensor.detach().cpu().contiguous()
     h.update(f"{t.dtype}:{tuple(t.shape)}\0".encode())
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

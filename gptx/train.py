@@ -12,29 +12,55 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
 from gptx import checkpoint as ckpt
-from gptx.config import CONF_DIR, ConfigError, GptxConfig, config_sha256, from_dictconfig, register_schema, \
-    to_plain_dict
+from gptx.config import (
+    CONF_DIR,
+    ConfigError,
+    GptxConfig,
+    config_sha256,
+    from_dictconfig,
+    register_schema,
+    to_plain_dict,
+)
 from gptx.data import TokenData, TrainOrder, load_data
-from gptx.distributed import World, all_agree, barrier, broadcast_object, gather_objects, init_world, \
-    mean_over_ranks, rank_seed, shutdown
-from gptx.faults import maybe_fire
+from gptx.distributed import (
+    World,
+    all_agree,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    init_world,
+    mean_over_ranks,
+    rank_seed,
+    shutdown,
+)
 from gptx.evaluation import greedy_sample, lm_loss, split_loss
+from gptx.faults import maybe_fire
 from gptx.hashing import parameter_sha256s, weights_sha256
 from gptx.model import GPTModel, build_model, count_parameters, flops_per_token
-from gptx.outputs import MODEL_FILE, RESULT_FILE, SAMPLE_FILE, MetricsLog, environment, read_result, \
-    save_weights, write_atomic, write_json
+from gptx.outputs import (
+    MODEL_FILE,
+    RESULT_FILE,
+    SAMPLE_FILE,
+    MetricsLog,
+    environment,
+    read_result,
+    save_weights,
+    write_atomic,
+    write_json,
+)
 from gptx.precision import Precision, resolve_device, resolve_precision
 from gptx.progress import Progress
 from gptx.schedule import lr_at, total_steps
