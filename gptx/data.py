@@ -147,6 +147,17 @@ def _check_token_range(data: TokenData, vocab_size: int, probe: int = 1 << 20) -
                 )
 
 
+def data_sha256(data: TokenData) -> str:
+    """Fingerprint of every token of every split, in order (read in chunks: memmaps stay on disk)."""
+    h = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        for shard in getattr(data, name).shards:
+            h.update(f"{name}:{shard.dtype}:{len(shard)}\0".encode())
+            for start in range(0, len(shard), 1 << 24):
+                h.update(np.ascontiguousarray(shard[start : start + (1 << 24)]).tobytes())
+    return h.hexdigest()
+
+
 class TrainOrder:
     """Which training sequences make up each optimizer step's batch.
 

@@ -136,9 +136,17 @@ def _git_commit() -> str | None:
             ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
             capture_output=True, text=True, timeout=10, check=True,
         )
+        # describe --dirty ignores untracked files (e.g. a new module not yet added).
+        untracked = subprocess.run(
+            ["git", "-C", str(source), "ls-files", "--others", "--exclude-standard", "--", "gptx", "hydra_plugins"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if commit and untracked.stdout.strip() and not commit.endswith("-dirty"):
+        commit += "-dirty"
+    return commit or None
 
 
 def _finite(obj: Any) -> Any:

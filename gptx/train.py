@@ -34,7 +34,7 @@ from gptx.config import (
     register_schema,
     to_plain_dict,
 )
-from gptx.data import TokenData, TrainOrder, load_data
+from gptx.data import TokenData, TrainOrder, data_sha256, load_data
 from gptx.distributed import (
     World,
     all_agree,
@@ -132,6 +132,7 @@ def _train(cfg: GptxConfig, run_dir: Path, world: World) -> dict[str, Any]:
     start = time.perf_counter()
     run = build_run(cfg, run_dir, world)
     result = {**base, **environment(run.device), "precision": run.precision.label,
+              "data_sha256": data_sha256(run.data) if world.is_main else None,
               "n_params": count_parameters(run.model), "init_weights_sha256": run.init_weights_sha256,
               "planned_steps": run.n_steps}
     step, wall_before = 0, 0.0
