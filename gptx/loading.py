@@ -1,0 +1,127 @@
+"""Load a model for the command-line tools: a run folder, a gptx .safetensors, or GPT-2 in the HF layout.
+
+    load_model("multirun_outputs/interventions/intervention=grad_clip")  # a run folder
+    load_model("best.safetensors")                                      # gptx weights, config in metadata
+    load_model("gpt2/model.safetensors")                                # OpenAI's GPT-2 (Hugging Face layout)
+
+Which layout a file holds is read from its tensor names, never guessed from its name. A gptx model's
+architecture comes from its saved config, read as plain data: a run folder's through
+`gptx.runconfig.load_run_config`, a lone file's `gptx_config` metadata under the same rules (safe YAML,
+schema keys only, no interpolation), so nothing a file names is ever imported, run or resolved.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError, safe_open
+
+from gptx.config import ConfigError, GptxConfig
+from gptx.hf import HF_PREFIX, HFLayoutError, load_hf_model
+from gptx.model import GPTModel
+from gptx.outputs import MODEL_FILE, load_weights
+from gptx.runconfig import load_run_config, parse_safe_yaml
+
+GPTX_METADATA_KEY = "gptx_config"
+
+
+class LoadError(ValueError):
+    """A path that holds no loadable model; the message says what is wrong with it."""
+
+
+# The errors a command-line tool reports as one line (exit status 2) instead of a traceback.
+USER_ERRORS = (ConfigError, LoadError, HFLayoutError)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation (CPU, eval mode) and where it came from."""
+
+    model: GPTModel
+    layout: str
+    """gptx or hf."""
+    weights: Path
+    config: GptxConfig | None
+    """The training config of gptx weights (model, data, train); None for HF weights."""
+
+
+def weights_path(path: str | Path) -> Path:
+    """The .safetensors file a path names: the file itself, or a folder's model.safetensors."""
+    path = Path(path)
+    if path.is_dir():
+        weights = path / MODEL_FILE
+        if not weights.is_file():
+            raise LoadError(f"{path} has no {MODEL_FILE}: not a completed run or exported model "
+                            "(a run writes its weights when it completes)")
+        return weights
+    if not path.is_file():
+        raise LoadError(f"{path}: no such file or folder")
+    return path
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load the model a run folder, gptx .safetensors or HF GPT-2 file holds."""
+    weights = weights_path(path)
+    names, metadata = _read_header(weights)
+    if "tok_emb.weight" in names:
+        config = load_run_config(Path(path)) if Path(path).is_dir() else config_from_metadata(weights, metadata)
+        model = GPTModel(config.model)
+        try:
+            load_weights(model, weights)
+        except (RuntimeError, ValueError) as err:
+            raise LoadError(f"{weights}: the weights do not fit the saved config's model ({err})") from None
+        return LoadedModel(model.eval(), "gptx", weights, config)
+    if "wte.weight" in names or HF_PREFIX + "wte.weight" in names:
+        return LoadedModel(load_hf_model(weights), "hf", weights, None)
+    raise LoadError(f"{weights}: neither gptx weights (tok_emb.weight) nor GPT-2 in the Hugging Face "
+                    "layout (wte.weight)")
+
+
+def config_from_metadata(weights: Path, metadata: dict[str, str]) -> GptxConfig:
+    """The config saved in a gptx weights file's metadata, read as plain data and validated."""
+    text = metadata.get(GPTX_METADATA_KEY)
+    if text is None:
+        raise LoadError(f"{weights} holds gptx weights but no {GPTX_METADATA_KEY} metadata to say their "
+                        "architecture")
+    source = f"{weights} ({GPTX_METADATA_KEY} metadata)"
+    tree = parse_safe_yaml(text, source)
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys")
+    _refuse_interpolations(tree, source, "")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(GptxConfig), OmegaConf.create(tree))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {str(err).strip().splitlines()[0]}") from None
+
+
+def report_user_error(err: Exception) -> int:
+    """Print a user error as one line and return the exit status for it."""
+    print(f"gptx: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _read_header(weights: Path) -> tuple[set[str], dict[str, str]]:
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return set(f.keys()), f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise LoadError(f"{weights}: not a readable safetensors file ({err})") from None
+
+
+def _refuse_interpolations(tree: Any, source: str, where: str) -> None:
+    """No `${...}` anywhere: OmegaConf would resolve it (environment variables, resolvers)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            _refuse_interpolations(value, source, f"{where}{key}.")
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            _refuse_interpolations(value, source, f"{where}{index}.")
+    elif isinstance(tree, str) and "${" in tree:
+        raise ConfigError(f"{source}: {where.rstrip('.')} holds an interpolation ('${{...}}'); saved configs "
+                          "must be plain values")
