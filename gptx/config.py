@@ -160,6 +160,9 @@ class TrainConfig:
     """auto: CUDA when available, else CPU."""
     deterministic: bool = True
     """Deterministic kernels and cuBLAS workspace, cuDNN benchmark off: same config, same bits."""
+    compile: bool = False
+    """torch.compile the model (faster on GPUs after a compile of tens of seconds; other kernels, so
+    other bits than eager)."""
     eval_every: int = 100
     """Evaluate validation loss every N steps (and at the last step)."""
     eval_batches: int = 8

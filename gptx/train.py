@@ -48,6 +48,7 @@ from gptx.distributed import (
 )
 from gptx.evaluation import greedy_sample, lm_loss, split_loss
 from gptx.faults import maybe_fire
+from gptx.hardware import mfu, peak_flops
 from gptx.hashing import parameter_sha256s, weights_sha256
 from gptx.model import GPTModel, build_model, count_parameters, flops_per_token
 from gptx.outputs import (
@@ -214,6 +215,8 @@ def build_run(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Run
     forward = model
     if world.distributed:
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        forward = torch.compile(forward)
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
                                   weight_decay=t.weight_decay, fused=device.type == "cuda")
@@ -229,6 +232,7 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
     cfg, t, model, opt, world = run.cfg, run.cfg.train, run.model, run.optimizer, run.world
     order = TrainOrder(run.data.train.n_sequences, t.batch_size, cfg.data_seed)
     tokens_per_step = t.batch_size * run.seq_len
+    per_token, peak = flops_per_token(model, run.seq_len), run_peak_flops(run)
     per_rank = t.batch_size // world.size
     n_micro = per_rank // t.micro_batch
     progress = Progress(run.n_steps, step, enabled=world.is_main)
@@ -246,6 +250,8 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
             group["lr"] = lr
         indices = order.step_indices(step)[world.rank * per_rank : (world.rank + 1) * per_rank]
         x_all, y_all = run.data.train.sequences(indices)
+        if run.device.type == "cuda":  # pinned pages let the copies below run asynchronously
+            x_all, y_all = x_all.pin_memory(), y_all.pin_memory()
         loss_sum = torch.zeros((), device=run.device)
         for micro in range(n_micro):
             rows = slice(micro * t.micro_batch, (micro + 1) * t.micro_batch)
@@ -284,9 +290,11 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
         if log_now:
             elapsed = time.perf_counter() - interval_start
             train_loss = interval_loss / interval_steps
+            tokens_per_second = interval_steps * tokens_per_step / max(elapsed, 1e-9)
             record = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "lr": lr,
                       "grad_norm": None if grad_norm is None else float(grad_norm),
-                      "tokens_per_second": interval_steps * tokens_per_step / max(elapsed, 1e-9)}
+                      "tokens_per_second": tokens_per_second,
+                      "mfu": mfu(tokens_per_second / world.size, per_token, peak)}
             if evaluate_now:
                 record["val_loss"] = val_loss
             metrics.write(record)
@@ -299,6 +307,11 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
             maybe_fire("checkpoint", step)
     progress.close()
     return {"steps": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss}
+
+
+def run_peak_flops(run: Run) -> float | None:
+    """Peak FLOP/s of one of the run's GPUs in the precision its matmuls use (None on CPU: no MFU)."""
+    return peak_flops(run.device, run.precision.autocast_dtype or torch.float32, tf32=run.cfg.train.tf32)
 
 
 def save_checkpoint(run: Run, step: int, wall_seconds: float) -> None:
@@ -323,6 +336,9 @@ def finish_outputs(run: Run, result: dict[str, Any], plain: dict[str, Any]) -> N
                                  run.data.test.n_sequences) * run.seq_len)
     result["tokens_per_second"] = result["tokens"] / max(result["wall_seconds"], 1e-9)
     result["flops_per_token"] = flops_per_token(run.model, run.seq_len)
+    result["peak_flops"] = run_peak_flops(run)  # per GPU; tokens_per_second is all ranks together
+    result["mfu"] = mfu(result["tokens_per_second"] / run.world.size, result["flops_per_token"],
+                        result["peak_flops"])
     result["final_weights_sha256"] = weights_sha256(run.model)
     sample = greedy_sample(run.model, run.device, t.sample_tokens)
     write_atomic(run.run_dir / SAMPLE_FILE, (sample + "\n").encode())

@@ -116,3 +116,11 @@ def test_completed_run_is_skipped_not_overwritten(baseline_run):
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
     with pytest.raises(ConfigError, match="completed run of another config"):
         train(typed_config("init_seed=1"), run_dir)
+
+
+@pytest.mark.slow
+def test_compiled_run_completes_and_is_reproducible(tmp_path):
+    first = train(typed_config("train.compile=true", "train.max_steps=2"), tmp_path / "a")
+    second = train(typed_config("train.compile=true", "train.max_steps=2"), tmp_path / "b")
+    assert first["status"] == second["status"] == "completed"
+    assert first["final_weights_sha256"] == second["final_weights_sha256"]

@@ -1,0 +1,40 @@
+"""gptx.bench: the command runs end to end on a tiny model and prints a table that parses (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gptx.bench import main
+
+from conftest import run_gptx
+
+
+@pytest.mark.slow
+def test_bench_smoke_prints_every_variant(tmp_path):
+    proc = run_gptx("--model", "gpt2_tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--seq-len", "16",
+                    "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "bench.json"),
+                    module="gptx.bench", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert "model=gpt2_tiny" in lines[0] and "threads=1" in lines[0] and "device=cpu" in lines[0]
+    assert "tokens/step=32" in lines[1] and "peak=unknown" in lines[1]
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    assert set(rows) == {"eager", "eager+deterministic", "compiled", "dataloader"}
+    for name in ("eager", "eager+deterministic", "dataloader"):
+        assert float(rows[name][1]) > 0 and float(rows[name][2].replace(",", "")) > 0
+        assert rows[name][3] == "n/a"  # a CPU has no peak, so no MFU is claimed
+    assert "--compile" in " ".join(rows["compiled"])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["flops_per_token"] == 6 * (2 * 4 * 128 * 128 + 2 * 8 * 128 * 128 + 128 * 50257) + 12 * 2 * 128 * 16
+    assert [r["steps"] for r in report["rows"]][:2] == [2, 2]
+
+
+def test_unknown_model_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "gpt2_huge"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "gptx.bench: error: --model gpt2_huge: unknown preset; choose one of gpt2_large, gpt2_medium, gpt2_small, "
+        "gpt2_tiny, gpt2_xl\n")
