@@ -84,6 +84,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "n_optimizer_params": len(param_index),
             "state_sha256": _file_sha256(tmp / STATE_FILE),
         }
+        meta["meta_sha256"] = _meta_sha256(meta)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         for name in (STATE_FILE, META_FILE):
             with open(tmp / name, "rb") as f:
@@ -119,6 +120,8 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
     for path in reversed(candidates):
         try:
             meta = json.loads((path / META_FILE).read_text())
+            if not isinstance(meta, dict) or meta.get("meta_sha256") != _meta_sha256(meta):
+                raise ValueError("meta.json does not match its own sha256")
             if _file_sha256(path / STATE_FILE) != meta["state_sha256"]:
                 raise ValueError("state.safetensors does not match the sha256 in meta.json")
             tensors = load_file(str(path / STATE_FILE))
@@ -164,6 +167,12 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module,
 def remove_checkpoints(run_dir: Path) -> None:
     """Delete every checkpoint of the run (after it completed, or when overwriting)."""
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def _meta_sha256(meta: dict[str, Any]) -> str:
+    """Hash of the manifest itself, so a flipped step number is caught like a flipped weight."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _file_sha256(path: Path) -> str:

@@ -69,8 +69,8 @@ class MetricsLog:
             return
         if keep_up_to_step is not None and path.exists():
             # A resumed run re-logs the steps after its checkpoint; drop the first attempt's copies.
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= keep_up_to_step]
+            # A torn last line (crash or full disk mid-append) is dropped with the rest after the checkpoint.
+            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= keep_up_to_step]
             write_atomic(path, "".join(f"{ln}\n" for ln in kept).encode())
         elif keep_up_to_step is None:
             path.unlink(missing_ok=True)
@@ -87,6 +87,13 @@ class MetricsLog:
         """Close the file."""
         if self._file is not None:
             self._file.close()
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
