@@ -7,10 +7,12 @@ signal to whatever handler was installed before (submitit's requeues the job), o
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from types import FrameType
 
+log = logging.getLogger("gptx.train")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -47,5 +49,8 @@ class StopRequest:
         previous = self._previous.get(signum)
         self.__exit__()
         if callable(previous):
-            previous(signum, None)
+            try:
+                previous(signum, None)
+            except Exception as err:  # noqa: BLE001 - e.g. submitit refusing a requeue past max_num_timeout
+                log.warning("the previous %s handler refused: %s", signal.Signals(signum).name, err)
         raise SystemExit(128 + signum)

@@ -77,8 +77,6 @@ def test_scenario_11_two_sweeps_started_in_the_same_second_get_two_folders(tmp_p
         assert [s for s, *_ in per_step(run_dir)] == [1, 2]  # its own metrics, not a mix
 
 
-@pytest.mark.xfail(strict=True, reason="single runs are filed under hydra.run.dir=outputs/${now:%Y-%m-%d}/"
-                   "${now:%H-%M-%S}: two launches in one second train into one folder (bug reported)")
 def test_scenario_11_two_single_runs_started_in_the_same_second_get_two_folders(tmp_path):
     script = python_script(tmp_path / "frozen_clock.py", FROZEN_CLOCK)
     cwd = tmp_path / "cwd"

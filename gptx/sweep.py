@@ -1,0 +1,333 @@
+"""Sweep folders: safe names, run-folder scanning, and the runs table written after every multirun.
+
+`python -m gptx.train -m sweep=NAME intervention=grad_clip,qkv_bias init_seed=22,42,67` puts the
+sweep in `multirun_outputs/NAME/`; running the same command again finishes it. `SweepCallback`
+(a Hydra callback) then writes `multirun_outputs/NAME/runs.csv` from what the run folders hold.
+"""
+
+import atexit
+import csv
+import datetime
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_ROOT = "multirun_outputs"
+RESULT_FILE = "result.json"
+RUNS_CSV = "runs.csv"
+LOCK_FILE = ".sweep.lock"
+# Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
+FINAL_STATUSES = ("completed", "diverged", "failed")
+# A run that ended like this is a finished experiment; `failed` and `incomplete` make the exit non-zero.
+OK_STATUSES = ("completed", "diverged")
+RUN_COLUMNS = (
+    "run", "status", "intervention", "arm", "init_seed", "train_seed", "data_seed", "test_loss",
+    "wall_seconds", "init_weights_sha256", "final_weights_sha256", "config_sha256", "error",
+)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_RESOLVER_ERROR_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
+_DATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}(_\d+)?")
+# Longest run-folder name kept as is; file systems stop at 255 bytes.
+_MAX_SUBDIR_BYTES = 200
+# Hydra joins `key=value` items with ","; a "," inside a value (a list) is not followed by `key=`.
+_OVERRIDE_ITEM_RE = re.compile(r",(?=[A-Za-z0-9_.+/~-]+=)")
+_LEADING_KEYS = {key: rank for rank, key in enumerate(
+    ("intervention", "init_seed", "train_seed", "data_seed", "replica"))}
+_default_run_dir: str | None = None  # the single-run folder this process reserved
+_default_name: str | None = None  # the dated folder this process reserved, so every lookup agrees
+_held_locks: dict[str, int] = {}  # sweep dir -> fd of its flock, held until the multirun ends
+
+
+def sweep_name(name: Any = None, mode: Any = "MULTIRUN", root: str | os.PathLike = SWEEP_ROOT) -> str:
+    """Check a user's sweep name (or make the dated default) and return it, relative to `root`.
+
+    `mode` is Hydra's run mode (`${hydra.mode}`; None when a tool composes the config): only a
+    multirun reserves its dated folder, so composing or printing the config creates nothing.
+    """
+    if name is None:
+        return _dated_sweep_name(Path(root), reserve=str(mode).endswith("MULTIRUN"))
+    name = str(name)
+    dated = _DATED_RE.fullmatch(name) is not None
+    if not dated and (_NAME_RE.fullmatch(name) is None or _DATE_RE.fullmatch(name)):
+        raise ValueError(
+            f"sweep={name!r} is not a valid sweep name: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (or YYYY-MM-DD/HH-MM-SS to finish a dated sweep)"
+        )
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(os.path.join(root, name))]) != real_root:
+        raise ValueError(f"sweep={name!r} leads outside {root}/ (through a symlink); pick another name")
+    return name
+
+
+def _dated_sweep_name(root: Path, reserve: bool) -> str:
+    """`YYYY-MM-DD/HH-MM-SS`, suffixed `_N` if that second is taken; `reserve` creates it exclusively."""
+    global _default_name
+    if _default_name is not None:
+        return _default_name
+    now = datetime.datetime.now()
+    day = root / now.strftime("%Y-%m-%d")
+    stamp = now.strftime("%H-%M-%S")
+    if reserve:
+        day.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        leaf = stamp if n == 0 else f"{stamp}_{n}"
+        if not reserve:
+            if not (day / leaf).exists():
+                return f"{day.name}/{leaf}"
+            continue
+        try:
+            (day / leaf).mkdir()  # exclusive: two launches in one second get two folders
+        except FileExistsError:
+            continue
+        _default_name = f"{day.name}/{leaf}"
+        return _default_name
+    raise RuntimeError(f"no free dated sweep folder under {day}")
+
+
+def run_subdir(override_dirname: Any) -> str:
+    """Turn Hydra's `override_dirname` into one safe folder name (no `/`, not empty, not too long).
+
+    The study's keys come first (intervention, then the seeds), so they stay readable when a long
+    name is cut: `intervention=grad_clip,init_seed=22,model.d_model=32,…`.
+    """
+    name = "" if override_dirname is None else str(override_dirname)
+    if not name:
+        return "default"  # a sweep with only excluded keys: one run, named like the config it ran
+    items = _OVERRIDE_ITEM_RE.split(name)
+    name = ",".join(sorted(items, key=lambda item: _LEADING_KEYS.get(item.split("=", 1)[0], len(_LEADING_KEYS))))
+    # Escaping `%` first keeps the mapping one-to-one, so two runs never share a folder.
+    name = name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+    if len(name.encode()) > _MAX_SUBDIR_BYTES:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        head = name.encode()[: _MAX_SUBDIR_BYTES - 20].decode(errors="ignore")
+        name = f"{head}~{digest}"
+    return name
+
+
+def run_dir_name(mode: Any = "RUN", root: str = "outputs") -> str:
+    """A fresh `root/YYYY-MM-DD/HH-MM-SS[_N]` for a single run, created exclusively.
+
+    Two runs started in the same second would otherwise share (and interleave) one folder. Under
+    torchrun (WORLD_SIZE > 1) every process must name the same folder, so the plain timestamp is used
+    and rank 0's choice wins (pass hydra.run.dir to be sure).
+    """
+    global _default_run_dir
+    if _default_run_dir is not None:
+        return _default_run_dir
+    now = datetime.datetime.now()
+    day, stamp = Path(root) / now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S")
+    if not str(mode).endswith("RUN") or str(mode).endswith("MULTIRUN") or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return str(day / stamp)
+    day.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        leaf = day / (stamp if n == 0 else f"{stamp}_{n}")
+        try:
+            leaf.mkdir()
+        except FileExistsError:
+            continue
+        _default_run_dir = str(leaf)
+        return _default_run_dir
+    raise RuntimeError(f"no free run folder under {day}")
+
+
+def register_resolvers() -> None:
+    """Register `gptx_sweep_name` and `gptx_run_subdir` with OmegaConf (safe to call twice)."""
+    # Cached, so the launcher, the callback and every job (Hydra copies the cache) see one dated name.
+    OmegaConf.register_new_resolver("gptx_sweep_name", sweep_name, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("gptx_run_subdir", run_subdir, replace=True)
+    OmegaConf.register_new_resolver("gptx_run_dir", run_dir_name, use_cache=True, replace=True)
+
+
+def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """One runs-table row from a run folder; no final result.json makes it `incomplete`."""
+    run_dir = Path(run_dir)
+    row: dict[str, Any] = {column: "" for column in RUN_COLUMNS}
+    row["run"] = os.path.relpath(run_dir, sweep_dir)
+    try:
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+        if not isinstance(result, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        row["status"] = "incomplete"
+        row["error"] = "no result.json"
+        return row
+    except (OSError, ValueError) as e:
+        row["status"] = "incomplete"
+        row["error"] = f"unreadable result.json: {e}"
+        return row
+    for column in RUN_COLUMNS[1:]:
+        value = result.get(column)
+        if isinstance(value, (list, tuple)):
+            value = "+".join(str(v) for v in value)
+        row[column] = "" if value is None else value
+    if row["status"] not in FINAL_STATUSES:
+        row["error"] = row["error"] or f"result.json status {row['status']!r}"
+        row["status"] = "incomplete"
+    row["error"] = str(row["error"]).strip().splitlines()[-1] if row["error"] else ""
+    return row
+
+
+def find_run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
+    """Every run folder (one holding `.hydra/`) under a sweep, skipping launcher folders."""
+    runs = []
+    for parent, dirs, _files in os.walk(sweep_dir):
+        if ".hydra" in dirs:
+            runs.append(Path(parent))
+        # Launcher state (.submitit, .local_gpus) and a run's own subfolders hold no runs.
+        dirs[:] = [d for d in dirs if not d.startswith(".") and ".hydra" not in dirs]
+    return sorted(runs)
+
+
+def scan_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows for every run folder in a sweep, read from disk (not from what the launcher returned)."""
+    return [read_run(sweep_dir, run_dir) for run_dir in find_run_dirs(sweep_dir)]
+
+
+def write_runs_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write the runs table atomically, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """Plain fixed-width text table of `columns` from `rows`."""
+    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _fingerprint(run_dir: Path) -> tuple[int | None, int | None]:
+    """What changes when a launch touches a run: Hydra rewrites `.hydra/`, train rewrites result.json."""
+    return _mtime_ns(run_dir / ".hydra" / "overrides.yaml"), _mtime_ns(run_dir / RESULT_FILE)
+
+
+def lock_sweep(sweep_dir: str | os.PathLike) -> None:
+    """Hold an exclusive lock on a sweep folder, or exit with one line if another launch holds it."""
+    sweep_dir = Path(sweep_dir)
+    key = str(sweep_dir.resolve())
+    if key in _held_locks:
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        sys.exit(f"gptx: sweep folder {sweep_dir} is in use by another launch; wait or pick sweep=OTHER")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[key] = fd
+
+
+def unlock_sweep(sweep_dir: str | os.PathLike) -> None:
+    """Release the lock taken by `lock_sweep` (the OS also drops it when the process ends)."""
+    fd = _held_locks.pop(str(Path(sweep_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+class SweepCallback(Callback):
+    """Hydra callback: lock the sweep folder, then write runs.csv, the report and a summary at the end."""
+
+    def __init__(self) -> None:
+        # Plain data only: Hydra pickles callbacks into every submitit / local_gpus job.
+        self.sweep_dir: str | None = None
+        self.before: dict[str, tuple[int | None, int | None]] = {}
+        self.finished = True
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Lock the sweep folder and note each existing run's state, to tell later what this launch did."""
+        try:
+            self.sweep_dir = str(config.hydra.sweep.dir)
+        except Exception as e:  # noqa: BLE001 - a bad sweep= name: one line here beats Hydra's traceback later
+            first_line = (str(e) or type(e).__name__).splitlines()[0]
+            sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
+        lock_sweep(self.sweep_dir)
+        self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
+        self.finished = False
+        # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
+        atexit.register(self._finish_at_exit)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write runs.csv and the report, print the summary, and exit non-zero if a run failed."""
+        failed = self.finish()
+        if failed:
+            sys.exit(f"gptx: {len(failed)} run(s) of this launch did not complete: {', '.join(failed)}")
+
+    def _finish_at_exit(self) -> None:
+        if not self.finished:
+            self.finish()
+
+    def finish(self) -> list[str]:
+        """Scan the sweep, write runs.csv (then the report), print the table; return runs that failed now."""
+        if self.finished or self.sweep_dir is None:
+            return []
+        self.finished = True
+        sweep_dir = Path(self.sweep_dir)
+        rows, failed, ran, untouched = [], [], 0, 0
+        for run_dir in find_run_dirs(sweep_dir):
+            row = read_run(sweep_dir, run_dir)
+            rows.append(row)
+            if self.before.get(str(run_dir)) == _fingerprint(run_dir):
+                untouched += 1
+                continue
+            ran += 1
+            if row["status"] not in OK_STATUSES:
+                failed.append(row["run"])
+        write_runs_csv(rows, sweep_dir / RUNS_CSV)  # first, so a failing report cannot hide it
+        _write_report(sweep_dir)
+        write_runs_csv(rows, sweep_dir / RUNS_CSV)  # again: the report writes a runs.csv of its own
+        counts = {s: sum(r["status"] == s for r in rows) for s in FINAL_STATUSES + ("incomplete",)}
+        print(format_table(rows, ("run", "status", "test_loss", "wall_seconds", "error")))
+        print(
+            f"sweep {sweep_dir}: {len(rows)} runs ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}); "
+            f"{ran} ran in this launch, {untouched} left as they were (already done or not in this launch); "
+            f"table: {sweep_dir / RUNS_CSV}"
+        )
+        sys.stdout.flush()
+        unlock_sweep(sweep_dir)
+        return failed
+
+
+def _write_report(sweep_dir: Path) -> None:
+    """Call gptx.analyze.write_report when it exists; its failure must never hide the runs table."""
+    if importlib.util.find_spec("gptx.analyze") is None:
+        return
+    try:
+        from gptx import analyze
+
+        analyze.write_report(paths=[sweep_dir], out_dir=sweep_dir)
+    except Exception as e:  # noqa: BLE001 - any report error is reported and the sweep goes on
+        print(f"gptx: report not written ({type(e).__name__}: {e}); runs.csv is complete", file=sys.stderr)
+

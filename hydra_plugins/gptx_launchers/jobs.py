@@ -1,0 +1,172 @@
+"""What gptx's launchers share: planning a job (config, run folder, already completed?), its result
+for Hydra, and the table printed when every job has ended.
+"""
+
+# No `from __future__ import annotations`: Hydra's plugin scan runs this module outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+CONSOLE_LOG = "console.log"
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class Job:
+    """One job of the multirun: what to run, where, and how it went."""
+
+    idx: int
+    overrides: list[str]
+    sweep_config: DictConfig
+    run_dir: Path
+    skipped: bool = False
+    slot: tuple[str, ...] | None = None
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    wall_s: float | None = None
+    job_return: JobReturn | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    """Where the job's console output went (default: console.log in its run folder)."""
+    ended_how: str | None = None
+    """For a job that died without reporting: how (e.g. 'killed by SIGKILL', 'SLURM state NODE_FAIL')."""
+
+    @property
+    def console_log(self) -> Path:
+        return self.log_path or self.run_dir / CONSOLE_LOG
+
+
+def plan_job(
+    config: DictConfig, hydra_context: HydraContext, idx: int, overrides: list[str], skip_completed: bool
+) -> Job:
+    """Compose a job's config, find its run folder (inside the sweep) and whether it already completed."""
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"job_id_for_{idx}"
+        sweep_config.hydra.job.num = idx
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(sweep_config)  # `${hydra:...}` in folder names needs it
+    try:
+        sweep_dir = Path(str(sweep_config.hydra.sweep.dir))
+        run_dir = sweep_dir / str(OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
+    finally:
+        HydraConfig.instance().cfg = previous
+    real_sweep, real_run = os.path.realpath(sweep_dir), os.path.realpath(run_dir)
+    if real_run == real_sweep or os.path.commonpath([real_sweep, real_run]) != real_sweep:
+        raise ValueError(
+            f"job #{idx} ({' '.join(overrides)}) would write to {run_dir}, outside its sweep folder "
+            f"{sweep_dir}: an override value with '/' or '..'? (name run folders with "
+            "hydra.sweep.subdir=${gptx_run_subdir:${hydra.job.override_dirname}})"
+        )
+    job = Job(idx=idx, overrides=overrides, sweep_config=sweep_config, run_dir=run_dir)
+    if skip_completed:
+        result = _completed_result(run_dir, _task_config(sweep_config))
+        if result is not None:
+            job.skipped = True
+            job.job_return = job_return(job, JobStatus.COMPLETED, {**result, "skipped": True})
+    return job
+
+
+def job_return(job: Job, status: JobStatus, value: Any) -> JobReturn:
+    """A JobReturn carrying the job's config, as Hydra's own launchers return it."""
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(job.sweep_config.hydra, resolve=False)})
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.hydra.runtime.output_dir = str(job.run_dir.absolute())
+    return JobReturn(
+        overrides=list(job.overrides), cfg=_task_config(job.sweep_config), hydra_cfg=hydra_cfg,
+        working_dir=os.getcwd(), task_name=str(job.sweep_config.hydra.job.name), status=status,
+        _return_value=value,
+    )
+
+
+def _task_config(sweep_config: DictConfig) -> DictConfig:
+    """The config the task function receives: everything but the `hydra` node."""
+    task_cfg = sweep_config.copy()
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    return task_cfg
+
+
+def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | None:
+    """The run's result when it completed with exactly this config (same saved .hydra/config.yaml)."""
+    try:
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+        saved_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or result.get("status") != "completed":
+        return None
+    return result if saved_config == OmegaConf.to_yaml(task_cfg) else None
+
+
+def check_distinct_run_dirs(jobs: list[Job]) -> None:
+    """Refuse a multirun in which two jobs would write into the same run folder."""
+    seen: dict[str, Job] = {}
+    for job in jobs:
+        key = os.path.realpath(job.run_dir)
+        if key in seen:
+            raise ValueError(
+                f"jobs #{seen[key].idx} and #{job.idx} would share the run folder {job.run_dir}: they differ "
+                "only in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)"
+            )
+        seen[key] = job
+
+
+def job_status(job: Job) -> str:
+    """What happened to a job, for the table: the result.json status, skipped, or how it crashed."""
+    ret = job.job_return
+    if job.skipped or (ret and ret.status == JobStatus.COMPLETED and isinstance(ret._return_value, dict)
+                       and ret._return_value.get("skipped")):
+        return "skipped"
+    result = _read_json(job.run_dir / RESULT_FILE)
+    status = result.get("status") if result else None
+    if ret is not None and ret.status == JobStatus.COMPLETED:
+        return str(status or "completed")
+    if status == "failed":
+        return "failed"
+    if job.ended_how:
+        return f"crashed ({job.ended_how})"
+    return "failed" if ret is not None else "not started"
+
+
+def format_report(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
+    """The end-of-multirun table: run, status, test loss, wall time (s), log path; then a count line."""
+    header = ("run", "status", "test_loss", "wall_s", "log")
+    rows = []
+    for job in jobs:
+        result = _read_json(job.run_dir / RESULT_FILE) or {}
+        loss = result.get("test_loss")
+        rows.append((
+            os.path.relpath(job.run_dir, sweep_dir), job_status(job),
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+            _wall(job.wall_s if job.wall_s is not None else result.get("wall_seconds")),
+            str(job.console_log) if job.console_log.exists() else "-",
+        ))
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    statuses = [r[1] for r in rows]
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+    lines.append(f"{label}: {len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
+
+
+def _wall(seconds: Any) -> str:
+    return f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,242 @@
+"""hydra/launcher=local_gpus: slots, GPU pinning, concurrency, failures, stopping, and real gptx sweeps.
+
+Scheduling is tested on CPU with a faked GPU list (`hydra.launcher.gpus=[0,1]`) and a stand-in app
+(tests/launcher_app) that records the CUDA_VISIBLE_DEVICES it saw and when it ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hydra_plugins.gptx_launchers.local_gpus import detect_gpus, make_slots
+
+from conftest import REPO, TINY, run_gptx
+
+APP = REPO / "tests" / "launcher_app" / "app.py"
+# Until gptx/conf/config.yaml registers the callback itself (`++` adds or replaces).
+CALLBACK = "++hydra.callbacks.sweep._target_=gptx.sweep.SweepCallback"
+
+
+def run_app(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the stand-in app's multirun on the local_gpus launcher."""
+    return subprocess.run(
+        [sys.executable, str(APP), "-m", "hydra/launcher=local_gpus", f"hydra.searchpath=[file://{REPO}/gptx/conf]",
+         *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+
+
+def results(sweep_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/result.json"))]
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_slots_split_gpus_by_gpus_per_job():
+    assert make_slots(["0", "1", "2", "3"], 1, None) == [("0",), ("1",), ("2",), ("3",)]
+    assert make_slots(["0", "1", "2", "3"], 2, None) == [("0", "1"), ("2", "3")]
+    assert make_slots(["0", "1", "2"], 2, None) == [("0", "1")]  # GPU 2 idle, with a warning
+    assert make_slots(["0", "1", "2", "3"], 1, 3) == [("0",), ("1",), ("2",)]
+
+
+def test_no_gpu_gives_max_parallel_cpu_slots():
+    assert make_slots([], 1, None) == [()]
+    assert make_slots([], 1, 3) == [(), (), ()]
+
+
+@pytest.mark.parametrize(("gpus", "per_job", "parallel", "message"), [
+    (["0"], 2, None, "gpus_per_job=2 but only 1 GPU"),
+    (["0"], 0, None, "gpus_per_job=0 must be >= 1"),
+    ([], 1, 0, "max_parallel=0 must be >= 1"),
+])
+def test_impossible_slots_name_the_setting(gpus, per_job, parallel, message):
+    with pytest.raises(ValueError, match=message):
+        make_slots(gpus, per_job, parallel)
+
+
+@pytest.mark.parametrize(("visible", "expected"), [
+    ("2,3", ["2", "3"]),
+    ("", []),
+    ("0,-1,2", ["0"]),  # CUDA stops at the first invalid id
+    ("GPU-1a2b, GPU-3c4d", ["GPU-1a2b", "GPU-3c4d"]),
+])
+def test_detected_gpus_follow_cuda_visible_devices(monkeypatch, visible, expected):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert detect_gpus() == expected
+
+
+def test_no_nvidia_smi_means_no_gpu(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert detect_gpus() == []
+
+
+@pytest.mark.slow
+def test_each_job_gets_its_own_gpu_and_at_most_one_job_per_gpu(tmp_path):
+    proc = run_app("hydra.launcher.gpus=[0,1]", "init_seed=1,2,3,4,5", "sleep_s=1.5", "sweep=pool",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = results(tmp_path / "multirun_outputs" / "pool")
+    assert len(runs) == 5 and all(r["status"] == "completed" for r in runs)
+    assert {r["cuda_visible_devices"] for r in runs} == {"0", "1"}
+    intervals = [(r["start"], r["end"]) for r in runs]
+    assert max_overlap(intervals) == 2  # both GPUs busy at once, never a third job
+    for a in runs:  # jobs that overlapped in time ran on different GPUs
+        for b in runs:
+            if a is not b and a["start"] < b["end"] and b["start"] < a["end"]:
+                assert a["cuda_visible_devices"] != b["cuda_visible_devices"]
+    for run_dir in (tmp_path / "multirun_outputs" / "pool").glob("init_seed=*"):
+        assert "running on CUDA_VISIBLE_DEVICES" in (run_dir / "console.log").read_text()
+    table = proc.stdout
+    assert "run" in table and "test_loss" in table and "console.log" in table
+    assert "local_gpus: 5 jobs: 5 completed" in table
+
+
+@pytest.mark.slow
+def test_gpus_per_job_pins_groups_of_gpus(tmp_path):
+    proc = run_app("hydra.launcher.gpus=[0,1,2,3]", "hydra.launcher.gpus_per_job=2", "init_seed=1,2,3",
+                   "sleep_s=1", "sweep=pairs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = results(tmp_path / "multirun_outputs" / "pairs")
+    assert {r["cuda_visible_devices"] for r in runs} == {"0,1", "2,3"}
+    assert max_overlap([(r["start"], r["end"]) for r in runs]) == 2
+
+
+@pytest.mark.slow
+def test_cpu_only_runs_max_parallel_jobs_with_gpus_hidden(tmp_path):
+    proc = run_app("hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=2", "init_seed=1,2,3,4",
+                   "sleep_s=1.5", "sweep=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = results(tmp_path / "multirun_outputs" / "cpu")
+    assert [r["cuda_visible_devices"] for r in runs] == [""] * 4
+    assert max_overlap([(r["start"], r["end"]) for r in runs]) == 2
+    assert {r["omp_num_threads"] for r in runs} == {os.environ.get("OMP_NUM_THREADS") or
+                                                     str(max(1, (os.cpu_count() or 1) // 2))}
+
+
+@pytest.mark.slow
+def test_a_raise_an_exit_and_a_kill_leave_the_other_runs_done_and_exit_non_zero(tmp_path):
+    proc = run_app("hydra.launcher.gpus=[0,1]", "mode=ok,raise,exit,kill", "init_seed=1", "sleep_s=0.5",
+                   "sweep=faults", cwd=tmp_path)
+    assert proc.returncode != 0
+    sweep = tmp_path / "multirun_outputs" / "faults"
+    statuses = {r["mode"]: r["status"] for r in _runs_csv(sweep)}
+    assert statuses == {"ok": "completed", "raise": "failed", "exit": "incomplete", "kill": "incomplete"}
+    assert "crashed (exit code 3)" in proc.stdout and "crashed (killed by SIGKILL)" in proc.stdout
+    assert "RuntimeError: asked to fail" in (sweep / "init_seed=1,mode=raise" / "console.log").read_text()
+    assert "local_gpus: 4 jobs:" in proc.stdout
+
+
+def _runs_csv(sweep: Path) -> list[dict]:
+    rows = list(csv.DictReader((sweep / "runs.csv").open()))
+    for row in rows:
+        row["mode"] = row["run"].split("mode=")[1]
+    return rows
+
+
+def test_jobs_that_would_share_a_folder_are_refused_before_any_runs(tmp_path):
+    # `overwrite` is left out of folder names, so these two jobs would write into one folder.
+    proc = run_app("hydra.launcher.gpus=[]", "overwrite=true,false", "sweep=dup", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "would share the run folder" in proc.stderr
+    assert not list((tmp_path / "multirun_outputs" / "dup").glob("*/result.json"))
+
+
+def test_stopping_the_launcher_stops_its_jobs(tmp_path):
+    launcher = subprocess.Popen(
+        [sys.executable, str(APP), "-m", "hydra/launcher=local_gpus", f"hydra.searchpath=[file://{REPO}/gptx/conf]",
+         "hydra.launcher.gpus=[0,1]", "hydra.launcher.stop_grace_s=5", "init_seed=1,2", "sleep_s=60",
+         "sweep=stop"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    sweep = tmp_path / "multirun_outputs" / "stop"
+    pids = _wait_for_pids(sweep, 2, timeout_s=60)
+    launcher.send_signal(signal.SIGTERM)
+    out, _ = launcher.communicate(timeout=60)
+    assert launcher.returncode != 0
+    _assert_gone(pids)
+    assert "Stopping 2 running job(s)" in out
+
+
+def test_a_killed_launcher_takes_its_jobs_with_it(tmp_path):
+    launcher = subprocess.Popen(
+        [sys.executable, str(APP), "-m", "hydra/launcher=local_gpus", f"hydra.searchpath=[file://{REPO}/gptx/conf]",
+         "hydra.launcher.gpus=[0,1]", "init_seed=1,2", "sleep_s=60", "sweep=orphans"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    pids = _wait_for_pids(tmp_path / "multirun_outputs" / "orphans", 2, timeout_s=60)
+    launcher.kill()
+    launcher.wait()
+    _assert_gone(pids)  # no orphan keeps writing into a run folder a relaunch will use
+
+
+def _wait_for_pids(sweep: Path, n: int, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [r for r in results(sweep) if r.get("status") == "running"] if sweep.exists() else []
+        if len(runs) == n:
+            return [r["pid"] for r in runs]
+        time.sleep(0.2)
+    raise AssertionError(f"{n} jobs did not start in {timeout_s}s")
+
+
+def _assert_gone(pids: list[int], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _alive(pid)]
+        time.sleep(0.2)
+    assert not alive, f"jobs {alive} outlived their launcher"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() + str(p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_real_sweep_runs_side_by_side_and_a_relaunch_skips_it_untouched(tmp_path):
+    args = ("-m", "hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=2",
+            "sweep=side", "init_seed=22,42", *TINY, "train.max_steps=2", CALLBACK)
+    first = run_gptx(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "multirun_outputs" / "side"
+    runs = sorted(sweep.glob("*init_seed=*"))
+    assert len(runs) == 2 and all(json.loads((r / "result.json").read_text())["status"] == "completed"
+                                  for r in runs)
+    assert all((r / "console.log").is_file() for r in runs)
+    before = {r.name: _tree_digest(r) for r in runs}
+    again = run_gptx(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "local_gpus: 2 jobs: 2 skipped" in again.stdout
+    assert {r.name: _tree_digest(r) for r in runs} == before  # byte for byte, mtimes included
+    with (sweep / "runs.csv").open() as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["completed", "completed"]

@@ -1,0 +1,245 @@
+"""gptx.sweep: sweep names that stay inside multirun_outputs/, safe run folders, the runs table."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import gptx.sweep as sweep
+from gptx.sweep import SweepCallback, lock_sweep, run_subdir, scan_runs, sweep_name, unlock_sweep
+
+from conftest import REPO, TINY, run_gptx
+
+APP = REPO / "tests" / "launcher_app" / "app.py"
+SEARCHPATH = f"hydra.searchpath=[file://{REPO}/gptx/conf]"  # the launcher presets, for the stand-in app
+# Until gptx/conf/config.yaml registers the callback itself (`++` adds or replaces).
+CALLBACK = "++hydra.callbacks.sweep._target_=gptx.sweep.SweepCallback"
+
+
+@pytest.mark.parametrize("name", ["ablation", "lr-3e-4_v2", "a.b", "x" * 100, "2025-11-25/14-03-07",
+                                  "2025-11-25/14-03-07_2", 7])
+def test_good_sweep_names_are_kept(tmp_path, name):
+    assert sweep_name(name, root=tmp_path) == str(name)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "a/b", "/abs", "", "x" * 101, "has space", "tab\tx",
+                                  "ünï", "-flag", ".hidden", "a/../..", "2025-11-25", "semi;colon", "$HOME"])
+def test_bad_sweep_names_are_refused_in_one_line(tmp_path, name):
+    with pytest.raises(ValueError, match="is not a valid sweep name") as err:
+        sweep_name(name, root=tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_sweep_name_through_a_symlink_out_of_the_root_is_refused(tmp_path):
+    root, elsewhere = tmp_path / "multirun_outputs", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "sneaky").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="outside"):
+        sweep_name("sneaky", root=root)
+
+
+def test_the_default_name_is_the_date_and_time_and_never_shared(tmp_path, monkeypatch):
+    fixed = datetime.datetime(2025, 11, 25, 14, 3, 7)
+    monkeypatch.setattr(sweep.datetime, "datetime", type("Frozen", (), {"now": staticmethod(lambda: fixed)}))
+    monkeypatch.setattr(sweep, "_default_name", None)
+    first = sweep_name(None, root=tmp_path)
+    assert first == "2025-11-25/14-03-07" and sweep_name(None, root=tmp_path) == first  # stable in a process
+    monkeypatch.setattr(sweep, "_default_name", None)  # another launch, same second
+    assert sweep_name(None, root=tmp_path) == "2025-11-25/14-03-07_1"
+    assert (tmp_path / "2025-11-25" / "14-03-07_1").is_dir()
+
+
+def test_only_a_multirun_reserves_a_dated_folder(tmp_path, monkeypatch):
+    from hydra.types import RunMode
+
+    monkeypatch.setattr(sweep, "_default_name", None)
+    name = sweep_name(None, RunMode.RUN, root=tmp_path)  # composing or printing a config
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}(_\d+)?", name)
+    assert not any(tmp_path.iterdir())
+    reserved = sweep_name(None, RunMode.MULTIRUN, root=tmp_path)
+    assert (tmp_path / reserved).is_dir() and sweep_name(None, RunMode.MULTIRUN, root=tmp_path) == reserved
+
+
+def test_composing_the_config_creates_no_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep, "_default_name", None)
+    with initialize_config_dir(config_dir=str(APP.parent / "conf"), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    OmegaConf.resolve(cfg)  # what `--cfg hydra --resolve` or a careless tool does
+    assert str(cfg.hydra.sweep.dir).startswith("multirun_outputs/")
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_folder_names_stay_one_folder():
+    assert run_subdir("init_seed=22,intervention=grad_clip") == "intervention=grad_clip,init_seed=22"
+    assert (run_subdir("a.b=1,init_seed=2,intervention=[grad_clip,qkv_bias],replica=1")
+            == "intervention=[grad_clip,qkv_bias],init_seed=2,replica=1,a.b=1")
+    assert run_subdir("data.path=/tmp/x") == "data.path=%2Ftmp%2Fx"
+    assert run_subdir("data.path=../../x") == "data.path=..%2F..%2Fx"
+    assert run_subdir("") == "default" and run_subdir(None) == "default"
+    assert run_subdir("a=%2F") != run_subdir("a=/")  # escaping keeps distinct overrides distinct
+
+
+def test_long_run_folder_names_are_shortened_but_stay_distinct():
+    a, b = run_subdir("k=" + "x" * 400 + "a"), run_subdir("k=" + "x" * 400 + "b")
+    assert a != b and len(a.encode()) <= 200 and len(b.encode()) <= 200
+    assert len(run_subdir("k=" + "é" * 300).encode()) <= 200
+
+
+def _run(folder: Path, result: dict | str | None) -> Path:
+    (folder / ".hydra").mkdir(parents=True)
+    if isinstance(result, dict):
+        (folder / "result.json").write_text(json.dumps(result))
+    elif isinstance(result, str):
+        (folder / "result.json").write_text(result)
+    return folder
+
+
+def test_scanning_lists_every_run_folder_and_calls_unfinished_ones_incomplete(tmp_path):
+    _run(tmp_path / "a", {"status": "completed", "intervention": ["grad_clip", "qkv_bias"], "init_seed": 22,
+                          "test_loss": 3.5, "final_weights_sha256": "ab" * 32})
+    _run(tmp_path / "b", {"status": "failed", "error": "Traceback ...\nRuntimeError: boom"})
+    _run(tmp_path / "c", {"status": "running"})
+    _run(tmp_path / "d", None)
+    _run(tmp_path / "e", '{"status": "compl')  # torn write
+    _run(tmp_path / "f", {"status": "diverged", "error": "non-finite loss nan at step 3"})
+    _run(tmp_path / ".submitit" / "123", {"status": "completed"})  # launcher state, not a run
+    rows = {r["run"]: r for r in scan_runs(tmp_path)}
+    assert sorted(rows) == ["a", "b", "c", "d", "e", "f"]
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "a": "completed", "b": "failed", "c": "incomplete", "d": "incomplete", "e": "incomplete",
+        "f": "diverged"}
+    assert rows["a"]["intervention"] == "grad_clip+qkv_bias" and rows["a"]["test_loss"] == 3.5
+    assert rows["b"]["error"] == "RuntimeError: boom"
+    assert rows["d"]["error"] == "no result.json"
+
+
+def test_callback_writes_runs_csv_and_fails_the_launch_for_a_run_that_failed_now(tmp_path, capsys):
+    _run(tmp_path / "old_failure", {"status": "failed", "error": "earlier"})  # not part of this launch
+    _run(tmp_path / "done_before", {"status": "completed", "test_loss": 1.0})
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    callback = SweepCallback()
+    callback.on_multirun_start(config)
+    _run(tmp_path / "new_ok", {"status": "completed", "test_loss": 2.0})
+    _run(tmp_path / "new_dead", {"status": "running"})
+    with pytest.raises(SystemExit, match=r"1 run\(s\) of this launch did not complete: new_dead"):
+        callback.on_multirun_end(config)
+    with (tmp_path / "runs.csv").open() as f:
+        rows = {r["run"]: r["status"] for r in csv.DictReader(f)}
+    assert rows == {"done_before": "completed", "new_dead": "incomplete", "new_ok": "completed",
+                    "old_failure": "failed"}
+    out = capsys.readouterr().out
+    assert "4 runs (2 completed, 1 failed, 1 incomplete); 2 ran in this launch, 2 left as they were" in out
+
+
+def test_a_failing_report_never_hides_the_runs_table(tmp_path, monkeypatch, capsys):
+    from gptx import analyze
+
+    def broken(**kwargs):
+        raise RuntimeError("plot backend exploded")
+
+    monkeypatch.setattr(analyze, "write_report", broken)
+    _run(tmp_path / "r", {"status": "completed", "test_loss": 2.0})
+    callback = SweepCallback()
+    callback.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert callback.finish() == []
+    assert (tmp_path / "runs.csv").read_text().startswith("run,status,")
+    assert "report not written (RuntimeError: plot backend exploded)" in capsys.readouterr().err
+
+
+def test_a_sweep_folder_in_use_by_another_launch_is_refused(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gptx.sweep import lock_sweep; "
+                               f"lock_sweep({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit, match="in use by another launch"):
+            lock_sweep(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_sweep(tmp_path)  # the lock dies with its process: no stale lock to clean up
+    unlock_sweep(tmp_path)
+
+
+def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The stand-in app's multirun (see tests/launcher_app), on Hydra's basic launcher unless told."""
+    return subprocess.run([sys.executable, str(APP), "-m", SEARCHPATH, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/tmp/abs", "''", "x" * 150])
+def test_bad_sweep_names_stop_the_command_before_anything_is_written(tmp_path, name):
+    proc = run_app(f"sweep={name}", "init_seed=1", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "is not a valid sweep name" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) in ([], ["multirun_outputs"])
+
+
+def test_override_values_with_slashes_stay_one_folder_inside_the_sweep(tmp_path):
+    proc = run_app("sweep=slashes", "mode=a/../../../escape", "init_seed=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in (tmp_path / "multirun_outputs" / "slashes").iterdir() if p.is_dir()] == [
+        "init_seed=1,mode=a%2F..%2F..%2F..%2Fescape"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun_outputs"]
+
+
+@pytest.mark.slow
+def test_same_second_launches_get_their_own_folders(tmp_path):
+    procs = [subprocess.Popen([sys.executable, str(APP), "-m", SEARCHPATH, "init_seed=1,2"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    sweeps = sorted({p.parent.parent for p in tmp_path.glob("multirun_outputs/*/*/*/result.json")})
+    assert len(sweeps) == 3  # one dated folder each, even when started within one second
+    for folder in sweeps:
+        assert sorted(p.name for p in folder.glob("*/result.json")) == ["result.json"] * 2
+
+
+@pytest.mark.slow
+def test_a_half_finished_sweep_is_finished_by_the_same_command(tmp_path):
+    first = run_app("hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=resume", "init_seed=1,2,3",
+                    "mode=ok,exit", cwd=tmp_path)
+    assert first.returncode != 0  # the mode=exit runs died
+    folder = tmp_path / "multirun_outputs" / "resume"
+    done = {p: p.stat().st_mtime_ns for p in folder.glob("*mode=ok/result.json")}
+    assert len(done) == 3
+    time.sleep(0.05)
+    # Same sweep, the dying runs now fixed: only they run; the completed ones stay as they were.
+    again = run_app("hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=resume", "init_seed=1,2,3",
+                    "mode=ok", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 skipped" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+
+
+@pytest.mark.slow
+def test_real_sweep_writes_runs_csv_and_a_relaunch_says_it_skipped(tmp_path):
+    args = ("-m", "sweep=table", "intervention=grad_clip,qkv_bias", "init_seed=22", *TINY,
+            "train.max_steps=2", CALLBACK)
+    first = run_gptx(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = tmp_path / "multirun_outputs" / "table"
+    with (folder / "runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["intervention"] for r in rows) == ["grad_clip", "qkv_bias"]
+    for row in rows:
+        assert row["status"] == "completed" and row["init_seed"] == "22"
+        assert float(row["test_loss"]) > 0 and len(row["final_weights_sha256"]) == 64
+    again = run_gptx(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 ran in this launch, 2 left as they were" in again.stdout
