@@ -27,7 +27,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import gptx
+from gptx.files import write_atomic
 from gptx.tokenizer import BPE_RANKS_SHA256, END_OF_TEXT_ID, gpt2_tokenizer
 
 # Kept equal to gptx.data's constants (not imported: that module pulls in torch, which the tokenizer
@@ -240,28 +240,13 @@ def write_shard(path: Path, tokens: np.ndarray) -> str:
     body = np.ascontiguousarray(tokens, dtype="<u2")
     sha = hashlib.sha256(header.tobytes())
     sha.update(memoryview(body).cast("B"))
-    _write_atomic(path, [header.tobytes(), memoryview(body).cast("B")])
+    write_atomic(path, [header.tobytes(), memoryview(body).cast("B")])
     return sha.hexdigest()
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Atomically replace OUT/prepare.json."""
-    _write_atomic(out / MANIFEST, [(json.dumps(manifest, indent=2) + "\n").encode()])
-
-
-def _write_atomic(path: Path, chunks: list) -> None:
-    # gptx.outputs.write_atomic does the same for bytes; this one streams chunks and avoids torch.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(out / MANIFEST, [(json.dumps(manifest, indent=2) + "\n").encode()])
 
 
 def file_sha256(path: Path) -> str:

@@ -34,6 +34,7 @@ from gptx.compare import (
     weights_file_sha256,
 )
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
+from gptx.files import create_exclusive_dir
 from gptx.outputs import MODEL_FILE, RESULT_FILE, environment, write_atomic, write_json
 from gptx.runconfig import CONFIG_FILE, hydra_yaml_report, load_run_config
 
@@ -76,16 +77,11 @@ def new_reproduction_dir(run_dir: Path, now: dt.datetime | None = None) -> Path:
     parent = run_dir / REPRODUCTIONS_DIR
     if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
         raise ReproduceError(f"{parent} is not a plain folder; refusing to write through it")
-    parent.mkdir(exist_ok=True)
     stamp = (now or dt.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
-    for n in range(1000):
-        path = parent / (stamp if n == 0 else f"{stamp}_{n}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
-    raise ReproduceError(f"{parent} already holds 1000 reproductions named {stamp}*")
+    try:
+        return create_exclusive_dir(parent, stamp, limit=1000)
+    except FileExistsError as err:
+        raise ReproduceError(str(err)) from None
 
 
 def check_out_dir(out: Path, run_dir: Path) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gptx.files import create_exclusive_dir
+
 SWEEP_ROOT = "multirun_outputs"
 RESULT_FILE = "result.json"
 RUNS_CSV = "runs.csv"
@@ -78,20 +80,13 @@ def _dated_sweep_name(root: Path, reserve: bool) -> str:
     now = datetime.datetime.now()
     day = root / now.strftime("%Y-%m-%d")
     stamp = now.strftime("%H-%M-%S")
-    if reserve:
-        day.mkdir(parents=True, exist_ok=True)
+    if reserve:  # exclusive: two launches in one second get two folders
+        _default_name = f"{day.name}/{create_exclusive_dir(day, stamp).name}"
+        return _default_name
     for n in range(10_000):
         leaf = stamp if n == 0 else f"{stamp}_{n}"
-        if not reserve:
-            if not (day / leaf).exists():
-                return f"{day.name}/{leaf}"
-            continue
-        try:
-            (day / leaf).mkdir()  # exclusive: two launches in one second get two folders
-        except FileExistsError:
-            continue
-        _default_name = f"{day.name}/{leaf}"
-        return _default_name
+        if not (day / leaf).exists():
+            return f"{day.name}/{leaf}"
     raise RuntimeError(f"no free dated sweep folder under {day}")
 
 
@@ -129,16 +124,8 @@ def run_dir_name(mode: Any = "RUN", root: str = "outputs") -> str:
     day, stamp = Path(root) / now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S")
     if not str(mode).endswith("RUN") or str(mode).endswith("MULTIRUN") or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return str(day / stamp)
-    day.mkdir(parents=True, exist_ok=True)
-    for n in range(10_000):
-        leaf = day / (stamp if n == 0 else f"{stamp}_{n}")
-        try:
-            leaf.mkdir()
-        except FileExistsError:
-            continue
-        _default_run_dir = str(leaf)
-        return _default_run_dir
-    raise RuntimeError(f"no free run folder under {day}")
+    _default_run_dir = str(create_exclusive_dir(day, stamp))
+    return _default_run_dir
 
 
 def register_resolvers() -> None:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from gptx.reproduce import environment_differences, main, new_reproduction_dir
 
-from conftest import TINY, run_gptx
+from conftest import TINY, Bomb, run_gptx
 
 pytestmark = pytest.mark.slow
 
@@ -71,14 +71,6 @@ def rejected(run: Path, capsys, *args: str) -> str:
     return lines[-1]
 
 
-class Bomb:
-    """Unpickling this creates the marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 # Scenario 9: reproduce into a new folder.

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from gptx.config import ConfigError
 from gptx.runconfig import MAX_YAML_BYTES, hydra_yaml_report, load_run_config, pickle_files
 
-from conftest import compose_config, typed_config
+from conftest import Bomb, compose_config, typed_config
 
 
 def saved_config(*overrides: str) -> dict:
@@ -38,14 +38,6 @@ def rejection(run_dir: Path) -> str:
     return message
 
 
-class Bomb:
-    """Unpickling this creates the marker file: proof that something unpickled it."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 def test_saved_config_reads_back_as_the_config_that_ran(tmp_path):

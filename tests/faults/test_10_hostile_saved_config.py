@@ -18,19 +18,13 @@ import pytest
 import yaml
 from faultkit import TINY, run_gptx, tree_digest
 
+from conftest import Bomb
+
 pytestmark = pytest.mark.slow
 
 SECRET = "hunter2-do-not-print"
 
 
-class Bomb:
-    """Unpickling this creates the marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 @pytest.fixture(scope="module")

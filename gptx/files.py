@@ -1,0 +1,40 @@
+"""File-system primitives every writer shares: atomic replacement and exclusive new folders.
+
+Free of torch, so light processes (data-preparation workers, the sweep callback) can use them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
+    """Replace `path` with `data` (bytes, or chunks streamed in order) all at once: temp file, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def create_exclusive_dir(parent: Path, stem: str, limit: int = 10_000) -> Path:
+    """Create and return `parent/stem`, or `stem_1`, `stem_2`, … when taken: two callers never share one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(limit):
+        path = parent / (stem if n == 0 else f"{stem}_{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent} already holds {limit} folders named {stem}*")
