@@ -1,5 +1,5 @@
-"""Helpers shared by the fault-scenario tests (tests/faults/test_NN_*.py, one file per scenario of
-/work/shared/RELIABILITY.md).
+"""Helpers shared by the fault-scenario tests (tests/faults/test_NN_*.py, one file per scenario listed
+in docs/guarantees.md).
 
 A plain module, not a conftest.py: conftest files outside packages all import as `conftest`, so a
 second one here would shadow tests/conftest.py for every test collected after it.
