@@ -45,6 +45,9 @@ class TrainingState:
     init_weights_sha256: str
     scaler: dict[str, Any] | None = None
     world_size: int = 1
+    interval_loss: float = 0.0
+    """Sum of train losses since the last metrics line (so the next line averages the same steps)."""
+    interval_steps: int = 0
 
 
 @dataclass
@@ -64,7 +67,6 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{state.step:08d}"
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in named_tensors(model).items()}
-    param_index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     optim_state = optimizer.state_dict()
     for index, entry in optim_state["state"].items():
         for key, value in entry.items():
@@ -80,8 +82,9 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "init_weights_sha256": state.init_weights_sha256,
             "scaler": state.scaler,
             "world_size": state.world_size,
+            "interval_loss": state.interval_loss,
+            "interval_steps": state.interval_steps,
             "optimizer_param_groups": optim_state["param_groups"],
-            "n_optimizer_params": len(param_index),
             "state_sha256": _file_sha256(tmp / STATE_FILE),
         }
         meta["meta_sha256"] = _meta_sha256(meta)
@@ -134,7 +137,8 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
                 f"this run {config_sha256[:12]}…): use another folder or overwrite=true"
             )
         state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
-                              meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1))
+                              meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1),
+                              meta.get("interval_loss", 0.0), meta.get("interval_steps", 0))
         return Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
     if candidates:
         raise CheckpointError(

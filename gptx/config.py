@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
-# Keys that say where or how a run is filed, not what it computes: left out of `config_sha256`.
-NON_SEMANTIC_KEYS = ("sweep", "overwrite")
+# Keys that say where or how a run is filed or saved, not what it computes: left out of
+# `config_sha256`, so changing them never orphans a checkpoint or a completed run.
+NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every")
 
 
 class ConfigError(ValueError):
@@ -125,7 +126,8 @@ class TrainConfig:
     batch_size: int = 8
     """Sequences per optimizer step, across all micro-batches (and, later, all GPUs)."""
     micro_batch_size: int | None = None
-    """Sequences per forward/backward pass (null = batch_size); gradients accumulate to batch_size."""
+    """Sequences per forward/backward pass (null = each process's whole share of batch_size at once);
+    gradients accumulate to batch_size."""
     seq_len: int | None = None
     """Tokens per training sequence (null = model.context_length)."""
     tokens: int | None = 307_200
@@ -277,8 +279,20 @@ def to_plain_dict(cfg: DictConfig | GptxConfig) -> dict[str, Any]:
 
 def config_sha256(plain: dict[str, Any]) -> str:
     """Hash of everything that determines a run's numbers (keys in NON_SEMANTIC_KEYS left out)."""
-    semantic = {key: value for key, value in plain.items() if key not in NON_SEMANTIC_KEYS}
+    semantic = _without(plain, NON_SEMANTIC_KEYS)
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
+
+
+def _without(tree: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `tree` without the given dotted keys."""
+    out = dict(tree)
+    for dotted in dotted_keys:
+        head, _, rest = dotted.partition(".")
+        if rest and isinstance(out.get(head), dict):
+            out[head] = _without(out[head], (rest,))
+        elif not rest:
+            out.pop(head, None)
+    return out
 
 
 def from_dictconfig(cfg: DictConfig) -> GptxConfig:

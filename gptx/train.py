@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import traceback
@@ -96,6 +97,7 @@ class Run:
     scaler: torch.amp.GradScaler
     n_steps: int
     seq_len: int
+    micro_batch: int  # sequences a forward pass on this process
     init_weights_sha256: str
     init_param_sha256: dict[str, str]
 
@@ -119,51 +121,89 @@ def _train(cfg: GptxConfig, run_dir: Path, world: World) -> dict[str, Any]:
             return {**previous, "skipped": True}
         raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder "
                           "or pass overwrite=true")
-    if cfg.overwrite and world.is_main:
+    # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
+    replacing = previous is not None and (previous.get("status") == "completed"
+                                          or previous.get("config_sha256") != cfg_sha)
+    if cfg.overwrite and replacing and world.is_main:
         ckpt.remove_checkpoints(run_dir)
     barrier(world)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = ckpt.load_latest(run_dir, cfg_sha)
+    try:
+        resume = ckpt.load_latest(run_dir, cfg_sha)
+    except ckpt.CheckpointError:
+        if not cfg.overwrite:
+            raise
+        barrier(world)
+        if world.is_main:
+            ckpt.remove_checkpoints(run_dir)
+        barrier(world)
+        resume = None
     base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
             "world_size": world.size}
     save = _MainRankWriter(world, run_dir)
-    save.result(base)
     start = time.perf_counter()
     run = build_run(cfg, run_dir, world)
-    result = {**base, **environment(run.device), "precision": run.precision.label,
+    save.result(base)
+    warnings = precision_warnings(cfg, run.device)
+    for warning in warnings:
+        log.warning(warning)
+    result = {**base, **environment(run.device), "precision": run.precision.label, "warnings": warnings,
               "data_sha256": data_sha256(run.data) if world.is_main else None,
               "n_params": count_parameters(run.model), "init_weights_sha256": run.init_weights_sha256,
               "planned_steps": run.n_steps}
-    step, wall_before = 0, 0.0
+    position = LoopPosition()
     if resume is not None:
-        step, wall_before = resume_from(run, resume)
-        log.info("resuming from %s (step %d of %d)", resume.path.name, step, run.n_steps)
+        position = resume_from(run, resume)
+        log.info("resuming from %s (step %d of %d)", resume.path.name, position.step, run.n_steps)
+    wall_before = position.wall_seconds
     metrics = MetricsLog(run_dir / "metrics.jsonl" if world.is_main else None,
-                         keep_up_to_step=step if resume else None)
-    try:
-        with StopRequest() as stop:
-            final = training_loop(run, step, metrics, stop, lambda: wall_before + time.perf_counter() - start)
-    except Diverged as err:
-        result.update(status="diverged", error=str(err), diverged_at_step=err.step,
-                      wall_seconds=wall_before + time.perf_counter() - start)
-        save.result(result)
-        return result
-    except SystemExit:
-        result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
-        save.result(result)
-        raise
-    finally:
-        metrics.close()
-    wall = wall_before + time.perf_counter() - start
-    result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
-    result["init_param_sha256"] = run.init_param_sha256
-    if world.is_main:
-        finish_outputs(run, result, plain)
-        ckpt.remove_checkpoints(run_dir)
-    barrier(world)
+                         keep_up_to_step=position.step if resume else None)
+    # Stop signals stay flags until the outputs are written: a signal during the final evaluation or
+    # the weights' save must not kill the run half way through its files.
+    with StopRequest() as stop:
+        try:
+            final = training_loop(run, position, metrics, stop, lambda: wall_before + time.perf_counter() - start)
+        except Diverged as err:
+            result.update(status="diverged", error=str(err), diverged_at_step=err.step,
+                          wall_seconds=wall_before + time.perf_counter() - start)
+            save.result(result)
+            return result
+        except SystemExit:
+            result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
+            save.result(result)
+            raise
+        finally:
+            metrics.close()
+        wall = wall_before + time.perf_counter() - start
+        result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
+        result["init_param_sha256"] = run.init_param_sha256
+        if world.is_main:
+            finish_outputs(run, result, plain)
+            ckpt.remove_checkpoints(run_dir)
+        barrier(world)
     return result
+
+
+def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:
+    """Say so when a precision choice cannot change anything on this device (a CPU computes in fp32)."""
+    if device.type == "cuda":
+        return []
+    if "fp32" in cfg.intervention:
+        return ["intervention fp32 is a no-op on a CPU: gptx computes in float32 there anyway, so this arm "
+                "repeats the baseline; measure it on a GPU"]
+    return []
+
+
+@dataclass
+class LoopPosition:
+    """Where the loop stands: the step, and what the current logging interval has summed so far."""
+
+    step: int = 0
+    wall_seconds: float = 0.0
+    interval_loss: float = 0.0
+    interval_steps: int = 0
 
 
 class _MainRankWriter:
@@ -177,8 +217,8 @@ class _MainRankWriter:
             write_json(self.path, result)
 
 
-def resume_from(run: Run, resume: ckpt.Checkpoint) -> tuple[int, float]:
-    """Restore weights, optimizer, scaler and this rank's RNG streams; returns (step, wall seconds)."""
+def resume_from(run: Run, resume: ckpt.Checkpoint) -> LoopPosition:
+    """Restore weights, optimizer, scaler and this rank's RNG streams; returns where the loop stood."""
     if resume.state.init_weights_sha256 != run.init_weights_sha256:
         raise ckpt.CheckpointError(f"{resume.path} was written by a run with other initial weights")
     if resume.state.world_size != run.world.size:
@@ -189,16 +229,18 @@ def resume_from(run: Run, resume: ckpt.Checkpoint) -> tuple[int, float]:
     restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)})
     if resume.state.scaler:
         run.scaler.load_state_dict(resume.state.scaler)
-    return resume.state.step, resume.state.wall_seconds
+    state = resume.state
+    return LoopPosition(state.step, state.wall_seconds, state.interval_loss, state.interval_steps)
 
 
 def build_run(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Run:
     """Device, data, seeds, model and optimizer, in the order that fixes the run's random streams."""
     world = world or World()
     per_rank = cfg.train.batch_size // world.size
-    if cfg.train.batch_size % world.size or per_rank % cfg.train.micro_batch:
+    micro_batch = cfg.train.micro_batch_size or per_rank  # null: each process's whole share at once
+    if cfg.train.batch_size % world.size or per_rank % micro_batch:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must split into {world.size} processes "
-                          f"x whole micro-batches of train.micro_batch_size={cfg.train.micro_batch}")
+                          f"x whole micro-batches of train.micro_batch_size={micro_batch}")
     configure_determinism(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train, device)
@@ -223,26 +265,29 @@ def build_run(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Run
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     n_steps = total_steps(t, t.batch_size * seq_len)
     return Run(cfg, run_dir, world, device, precision, data, model, forward, optimizer, scaler, n_steps,
-               seq_len, init_sha, init_params)
+               seq_len, micro_batch, init_sha, init_params)
 
 
-def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
+def training_loop(run: Run, position: LoopPosition, metrics: MetricsLog, stop: StopRequest,
                   wall: Callable[[], float]) -> dict[str, Any]:
-    """Optimizer steps from `step` to the end; returns the final losses and throughput."""
+    """Optimizer steps from `position` to the end; returns the final losses and throughput."""
     cfg, t, model, opt, world = run.cfg, run.cfg.train, run.model, run.optimizer, run.world
     order = TrainOrder(run.data.train.n_sequences, t.batch_size, cfg.data_seed)
     tokens_per_step = t.batch_size * run.seq_len
     per_token, peak = flops_per_token(model, run.seq_len), run_peak_flops(run)
     per_rank = t.batch_size // world.size
-    n_micro = per_rank // t.micro_batch
+    micro_batch = run.micro_batch
+    n_micro = per_rank // micro_batch
+    step, interval_loss, interval_steps = position.step, position.interval_loss, position.interval_steps
     progress = Progress(run.n_steps, step, enabled=world.is_main)
-    interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+    interval_start, saved_at = time.perf_counter(), None
     val_loss = train_loss = None
     model.train()
     while step < run.n_steps:
         maybe_fire("step", step + 1)
         if all_agree(world, stop.requested):
-            save_checkpoint(run, step, wall())
+            if saved_at != step:  # a periodic checkpoint of this very step is already on disk
+                save_checkpoint(run, LoopPosition(step, wall(), interval_loss, interval_steps))
             log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
             stop.hand_over()
         lr = lr_at(step, run.n_steps, t)
@@ -254,7 +299,7 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
             x_all, y_all = x_all.pin_memory(), y_all.pin_memory()
         loss_sum = torch.zeros((), device=run.device)
         for micro in range(n_micro):
-            rows = slice(micro * t.micro_batch, (micro + 1) * t.micro_batch)
+            rows = slice(micro * micro_batch, (micro + 1) * micro_batch)
             x = x_all[rows].to(run.device, non_blocking=True)
             y = y_all[rows].to(run.device, non_blocking=True)
             # Gradients are averaged across ranks once, on the last micro-batch.
@@ -285,7 +330,7 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
         evaluate_now = step % t.eval_every == 0 or step == run.n_steps
         if evaluate_now and world.is_main:
             maybe_fire("eval", step)
-            val_loss = split_loss(model, run.data.val, t.eval_batches * t.micro_batch, t.micro_batch,
+            val_loss = split_loss(model, run.data.val, t.eval_batches * micro_batch, micro_batch,
                                   run.device, run.precision)
         if log_now:
             elapsed = time.perf_counter() - interval_start
@@ -303,7 +348,8 @@ def training_loop(run: Run, step: int, metrics: MetricsLog, stop: StopRequest,
         elif evaluate_now:
             metrics.write({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss})
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.n_steps:
-            save_checkpoint(run, step, wall())
+            save_checkpoint(run, LoopPosition(step, wall(), interval_loss, interval_steps))
+            saved_at = step
             maybe_fire("checkpoint", step)
     progress.close()
     return {"steps": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss}
@@ -314,15 +360,15 @@ def run_peak_flops(run: Run) -> float | None:
     return peak_flops(run.device, run.precision.autocast_dtype or torch.float32, tf32=run.cfg.train.tf32)
 
 
-def save_checkpoint(run: Run, step: int, wall_seconds: float) -> None:
+def save_checkpoint(run: Run, position: LoopPosition) -> None:
     """Checkpoint the run at a step boundary, with every rank's RNG streams, written by rank 0."""
     rng_by_rank = gather_objects(run.world, capture_rng_state())
     if run.world.is_main:
         rng = {f"rank{r}.{k}": v for r, states in enumerate(rng_by_rank) for k, v in states.items()}
-        state = ckpt.TrainingState(step, wall_seconds, config_sha256(to_plain_dict(run.cfg)),
+        state = ckpt.TrainingState(position.step, position.wall_seconds, config_sha256(to_plain_dict(run.cfg)),
                                    run.init_weights_sha256,
                                    run.scaler.state_dict() if run.scaler.is_enabled() else None,
-                                   run.world.size)
+                                   run.world.size, position.interval_loss, position.interval_steps)
         ckpt.save_checkpoint(run.run_dir, run.model, run.optimizer, rng, state)
     barrier(run.world)
 
@@ -330,7 +376,7 @@ def save_checkpoint(run: Run, step: int, wall_seconds: float) -> None:
 def finish_outputs(run: Run, result: dict[str, Any], plain: dict[str, Any]) -> None:
     """Test loss, throughput, sample and weights, then result.json last (its presence means done)."""
     t = run.cfg.train
-    result["test_loss"] = split_loss(run.model, run.data.test, run.cfg.data.test_sequences, t.micro_batch,
+    result["test_loss"] = split_loss(run.model, run.data.test, run.cfg.data.test_sequences, run.micro_batch,
                                      run.device, run.precision)
     result["test_tokens"] = (min(run.cfg.data.test_sequences or run.data.test.n_sequences,
                                  run.data.test.n_sequences) * run.seq_len)
@@ -371,20 +417,29 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     """Hydra entry: validate, train, and turn the outcome into an exit status."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    previous = read_result(run_dir)
+    finished = bool(previous and previous.get("status") == "completed")
     try:
         typed = from_dictconfig(cfg)
-        previous = read_result(run_dir)
-        if not (previous and previous.get("status") == "completed" and not typed.overwrite):
+        if main_rank and not (finished and not typed.overwrite):
             save_hydra_files(run_dir, cfg)
         result = train(typed, run_dir)
     except (ConfigError, ckpt.CheckpointError) as err:
         print(f"gptx: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if not multirun:
+            raise SystemExit(2) from None
+        # In a sweep, one job's bad value must not stop the others: record it and let Hydra go on.
+        if main_rank and not finished:
+            save_hydra_files(run_dir, cfg)
+            write_json(run_dir / RESULT_FILE, {**(previous or {}), "status": "failed", "error": str(err)})
+        raise
     except Exception as err:
-        failed = {**(read_result(run_dir) or {}), "status": "failed", "error": f"{type(err).__name__}: {err}",
-                  "traceback": traceback.format_exc()}
-        write_json(run_dir / RESULT_FILE, failed)
-        log.error("run failed: %s", failed["error"])
+        if main_rank and not finished:
+            failed = {**(read_result(run_dir) or {}), "status": "failed",
+                      "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+            write_json(run_dir / RESULT_FILE, failed)
+        log.error("run failed: %s: %s", type(err).__name__, err)
         raise
     if result.get("skipped"):
         print(f"gptx: skipped {run_dir}: already completed with the same config")

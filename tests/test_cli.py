@@ -74,3 +74,13 @@ def test_saved_config_reruns_bit_identically(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = (json.loads((d / "result.json").read_text()) for d in (first, again))
     assert a["final_weights_sha256"] == b["final_weights_sha256"] and a["config_sha256"] == b["config_sha256"]
+
+
+def test_one_bad_job_in_a_sweep_does_not_stop_the_others(tmp_path):
+    proc = run_gptx("-m", "sweep=mixed", *TINY, "train.max_steps=1", "train.seq_len=64,16", cwd=tmp_path)
+    assert proc.returncode != 0
+    sweep = tmp_path / "multirun_outputs" / "mixed"
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in sweep.rglob("result.json")}
+    assert sorted(statuses.values()) == ["completed", "failed"]
+    assert "longer than the model's context" in proc.stderr
+    assert "failed" in (sweep / "runs.csv").read_text()

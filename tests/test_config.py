@@ -132,6 +132,8 @@ def test_config_sha256_ignores_filing_keys_only():
     base = config_sha256(to_plain_dict(compose_config()))
     assert config_sha256(to_plain_dict(compose_config("sweep=abc", "overwrite=true"))) == base
     assert config_sha256(to_plain_dict(compose_config("init_seed=43"))) != base
+    # How often a run checkpoints changes no number: resuming with another value must still work.
+    assert config_sha256(to_plain_dict(compose_config("train.checkpoint_every=7"))) == base
 
 
 def test_configs_ship_inside_the_package():

@@ -99,3 +99,24 @@ def test_no_valid_checkpoint_is_a_loud_failure_not_a_restart(tmp_path):
     assert proc.returncode == 2
     assert "no valid checkpoint" in proc.stderr and proc.stderr.count("\n") <= 2
     assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_resume_mid_logging_interval_logs_the_same_averages(tmp_path):
+    # Metrics lines average the train loss over log_every steps; a resume inside an interval must
+    # carry the partial sums over, or the next line would average fewer steps.
+    args = [*RUN, "train.log_every=4"]
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert run_gptx(*args, f"hydra.run.dir={ref}", cwd=tmp_path).returncode == 0
+    first = run_gptx(*args, f"hydra.run.dir={cut}", cwd=tmp_path, env={"GPTX_FAULT": "step@7=TERM"})
+    assert first.returncode == 128 + signal.SIGTERM
+    assert run_gptx(*args, f"hydra.run.dir={cut}", cwd=tmp_path).returncode == 0
+    assert per_step_losses(cut) == per_step_losses(ref)
+    assert result(cut)["train_loss"] == result(ref)["train_loss"]
+
+
+def test_overwrite_does_not_throw_away_a_run_resuming_its_own_checkpoint(reference, tmp_path):
+    args = [*RUN, "overwrite=true", f"hydra.run.dir={tmp_path}"]
+    assert run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "step@8=TERM"}).returncode == 128 + signal.SIGTERM
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert "resuming from step_00000007" in (tmp_path / "train.log").read_text()
+    assert_same_as_reference(tmp_path, reference)
