@@ -47,6 +47,10 @@ class Run:
         return self.reason is None
 
 
+# gptx.reproduce files its re-runs in RUN_DIR/reproductions/ (not imported: that pulls in training).
+REPRODUCTIONS_DIR = "reproductions"
+
+
 def arm_name(intervention) -> str:
     """The arm of a list of intervention names: sorted, joined by '+', 'baseline' dropped beside others."""
     names = {str(n) for n in ([intervention] if isinstance(intervention, str) else intervention or [])}
@@ -57,7 +61,8 @@ def find_results(paths: list[Path]) -> list[Path]:
     """Every result.json at or below the given paths; a path without one is a user error."""
     files: list[Path] = []
     for p in map(Path, paths):
-        found = [p] if p.is_file() and p.name == "result.json" else sorted(p.rglob("result.json"))
+        found = [p] if p.is_file() and p.name == "result.json" else sorted(
+            f for f in p.rglob("result.json") if not _in_reproductions(f, p))
         if not found:
             raise UserError(f"{p}: no result.json found" + ("" if p.exists() else " (path does not exist)"))
         files += found
@@ -67,7 +72,12 @@ def find_results(paths: list[Path]) -> list[Path]:
 def find_unfinished(paths: list[Path]) -> list[Path]:
     """Run folders (holding `.hydra/`) without a result.json: killed before they could write one."""
     return sorted({d.parent.resolve() for p in map(Path, paths) if p.is_dir() for d in p.rglob(".hydra")
-                   if d.is_dir() and not (d.parent / "result.json").exists()})
+                   if d.is_dir() and not (d.parent / "result.json").exists() and not _in_reproductions(d, p)})
+
+
+def _in_reproductions(path: Path, root: Path) -> bool:
+    """Whether `path` lies in a run's reproductions/ folder below `root`: re-runs, not extra seeds."""
+    return REPRODUCTIONS_DIR in path.relative_to(root).parts[:-1]
 
 
 def load_run(path: Path, metric: str) -> Run:

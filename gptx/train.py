@@ -113,6 +113,8 @@ def train(cfg: GptxConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _train(cfg: GptxConfig, run_dir: Path, world: World) -> dict[str, Any]:
+    if not world.is_main:  # rank 0 speaks for the run; the others only warn
+        logging.getLogger("gptx").setLevel(logging.WARNING)
     plain = to_plain_dict(cfg)
     cfg_sha = config_sha256(plain)
     previous = read_result(run_dir)

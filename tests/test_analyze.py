@@ -342,3 +342,10 @@ def test_cli_bad_arguments_are_one_line_exit_2(capsys):
         analyze.main([])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "required: paths" in err
+
+
+def test_reproductions_are_not_counted_as_runs(tmp_path):
+    make_run(tmp_path, "base42", ("baseline",), 42, None, 3.69)
+    make_run(tmp_path, "base22", ("baseline",), 22, None, 3.67)
+    make_run(tmp_path / "base42" / "reproductions", "2026-01-01_00-00-00", ("baseline",), 42, None, 3.69)
+    assert len(analyze.find_results([tmp_path])) == 2

@@ -48,3 +48,15 @@ def test_two_process_run_resumes_bit_exactly(tmp_path):
     second = torchrun(cut)
     assert second.returncode == 0, second.stderr[-3000:]
     assert result(cut)["final_weights_sha256"] == result(ref)["final_weights_sha256"]
+
+
+def test_local_gpus_launcher_runs_a_multi_gpu_slot_as_one_ddp_run(tmp_path):
+    # GPUs are faked (CUDA_VISIBLE_DEVICES=0,1 on a CPU machine), so the two processes use gloo.
+    from conftest import run_gptx
+
+    proc = run_gptx("-m", "sweep=ddp", "hydra/launcher=local_gpus", "hydra.launcher.gpus=[0,1]",
+                    "hydra.launcher.gpus_per_job=2", *TINY, "train.max_steps=2", "init_seed=1,2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in (tmp_path / "multirun_outputs" / "ddp").rglob("result.json")]
+    assert len(results) == 2
+    assert all(r["status"] == "completed" and r["world_size"] == 2 for r in results)

@@ -116,6 +116,7 @@ def test_gpus_per_job_pins_groups_of_gpus(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = results(tmp_path / "multirun_outputs" / "pairs")
     assert {r["cuda_visible_devices"] for r in runs} == {"0,1", "2,3"}
+    assert {r["world_size"] for r in runs} == {2}  # one process per GPU of the slot (torch.distributed.run)
     assert max_overlap([(r["start"], r["end"]) for r in runs]) == 2
 
 

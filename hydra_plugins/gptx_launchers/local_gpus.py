@@ -215,9 +215,14 @@ class LocalGpusLauncher(Launcher):
             console.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} job #{job.idx} "
                           f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r}\n")
             console.flush()
-            code = f"from {__name__} import run_payload; run_payload({str(payload)!r})"
+            if job.slot and len(job.slot) > 1:
+                # Several GPUs for one run: one process per GPU, a DDP run (see gptx.distributed).
+                command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={len(job.slot)}", "-m", __name__, str(payload)]
+            else:
+                command = [sys.executable, "-c", f"from {__name__} import run_payload; run_payload({str(payload)!r})"]
             job.proc = subprocess.Popen(
-                [sys.executable, "-c", code], env=env, stdout=console, stderr=subprocess.STDOUT,
+                command, env=env, stdout=console, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
             )
         job.started = time.monotonic()
@@ -247,7 +252,8 @@ def run_payload(payload: str) -> None:
         ret = JobReturn(status=JobStatus.FAILED, _return_value=e)
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
         traceback.print_exception(ret._return_value)  # Hydra caught it; the console log should show it
-    _save_return(ret, Path(payload).with_suffix(".return.pkl"))
+    if int(os.environ.get("RANK", "0")) == 0:  # a multi-GPU run: rank 0 speaks for the job
+        _save_return(ret, Path(payload).with_suffix(".return.pkl"))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0 if ret.status == JobStatus.COMPLETED else 1)  # skip teardown that could hang (CUDA, threads)
@@ -341,3 +347,6 @@ def _remove_if_empty(path: Path) -> None:
     except OSError:
         pass
 
+
+if __name__ == "__main__":  # one rank of a multi-GPU job, started by torch.distributed.run
+    run_payload(sys.argv[1])

@@ -23,6 +23,8 @@ register_resolvers()
 
 
 def write_result(run_dir: Path, result: dict) -> None:
+    if os.environ.get("RANK", "0") != "0":  # a multi-GPU job: rank 0 writes, like gptx.train
+        return
     tmp = run_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result))
     os.replace(tmp, run_dir / "result.json")
@@ -49,7 +51,8 @@ def main(cfg: DictConfig) -> dict:
               "init_seed": cfg.init_seed, "config_sha256": config_sha, "pid": os.getpid(),
               "start": time.time(),
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     write_result(run_dir, result)
     print(f"job {cfg.init_seed} running on CUDA_VISIBLE_DEVICES={result['cuda_visible_devices']!r}")
     time.sleep(cfg.sleep_s)
