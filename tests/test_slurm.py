@@ -219,3 +219,20 @@ def test_past_max_num_timeout_the_run_is_not_done_and_the_same_command_finishes_
     assert result["status"] == "completed" and result["steps"] == 120
     assert "resuming from" in (run_dir / "train.log").read_text()
     assert result["final_weights_sha256"] == reference_run(tmp_path)["final_weights_sha256"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_slurm
+def test_a_two_task_slurm_job_is_one_ddp_run(tmp_path):
+    # slurm_node's layout (one task per GPU) on this CPU node: two tasks, gloo, one run.
+    proc = subprocess.run(
+        [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
+         "hydra.launcher.timeout_min=10", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"},
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    results = [json.loads(p.read_text()) for p in (tmp_path / "multirun_outputs" / "ddp").rglob("result.json")]
+    assert len(results) == 1
+    assert results[0]["status"] == "completed" and results[0]["world_size"] == 2
