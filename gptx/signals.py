@@ -13,7 +13,8 @@ import threading
 from types import FrameType
 
 log = logging.getLogger("gptx.train")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# SLURM's and submitit's time-limit and preemption warnings, and Ctrl-C at a terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 
 class StopRequest:
@@ -40,7 +41,11 @@ class StopRequest:
         return self.signum is not None
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.signum is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the checkpoint
         self.signum = signum
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: checkpointing at the end of this step (press again to stop at once)")
 
     def hand_over(self) -> None:
         """After checkpointing: let the previous handler act (e.g. requeue), else exit 128 + signal."""
@@ -48,7 +53,7 @@ class StopRequest:
         signum = self.signum if self.signum is not None else signal.SIGTERM
         previous = self._previous.get(signum)
         self.__exit__()
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             try:
                 previous(signum, None)
             except Exception as err:  # noqa: BLE001 - e.g. submitit refusing a requeue past max_num_timeout

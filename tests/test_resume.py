@@ -120,3 +120,12 @@ def test_overwrite_does_not_throw_away_a_run_resuming_its_own_checkpoint(referen
     assert run_gptx(*args, cwd=tmp_path).returncode == 0
     assert "resuming from step_00000007" in (tmp_path / "train.log").read_text()
     assert_same_as_reference(tmp_path, reference)
+
+
+def test_ctrl_c_checkpoints_and_the_rerun_resumes(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    first = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "step@5=INT"})
+    assert first.returncode == 128 + signal.SIGINT, first.stderr
+    assert list_checkpoints(tmp_path)[-1].name == "step_00000004"
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert_same_as_reference(tmp_path, reference)
