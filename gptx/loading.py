@@ -15,17 +15,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError, safe_open
 
 from gptx.config import ConfigError, GptxConfig
 from gptx.hf import HF_PREFIX, HFLayoutError, load_hf_model
 from gptx.model import GPTModel
 from gptx.outputs import MODEL_FILE, load_weights
-from gptx.runconfig import load_run_config, parse_safe_yaml
+from gptx.runconfig import config_from_text, load_run_config
 
 GPTX_METADATA_KEY = "gptx_config"
 
@@ -88,16 +85,7 @@ def config_from_metadata(weights: Path, metadata: dict[str, str]) -> GptxConfig:
     if text is None:
         raise LoadError(f"{weights} holds gptx weights but no {GPTX_METADATA_KEY} metadata to say their "
                         "architecture")
-    source = f"{weights} ({GPTX_METADATA_KEY} metadata)"
-    tree = parse_safe_yaml(text, source)
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{source}: expected a mapping of config keys")
-    _refuse_interpolations(tree, source, "")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(GptxConfig), OmegaConf.create(tree))
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {str(err).strip().splitlines()[0]}") from None
+    return config_from_text(text, f"{weights} ({GPTX_METADATA_KEY} metadata)")
 
 
 def report_user_error(err: Exception) -> int:
@@ -112,16 +100,3 @@ def _read_header(weights: Path) -> tuple[set[str], dict[str, str]]:
             return set(f.keys()), f.metadata() or {}
     except (OSError, SafetensorError) as err:
         raise LoadError(f"{weights}: not a readable safetensors file ({err})") from None
-
-
-def _refuse_interpolations(tree: Any, source: str, where: str) -> None:
-    """No `${...}` anywhere: OmegaConf would resolve it (environment variables, resolvers)."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            _refuse_interpolations(value, source, f"{where}{key}.")
-    elif isinstance(tree, list):
-        for index, value in enumerate(tree):
-            _refuse_interpolations(value, source, f"{where}{index}.")
-    elif isinstance(tree, str) and "${" in tree:
-        raise ConfigError(f"{source}: {where.rstrip('.')} holds an interpolation ('${{...}}'); saved configs "
-                          "must be plain values")

@@ -55,6 +55,11 @@ def load_run_config(run_dir: str | Path, warn: Warn = print_warning) -> GptxConf
     for path in pickle_files(run_dir):
         warn(f"{path} may hold a pickle; gptx never opens it (weights come only from safetensors)")
     source, text = _saved_config_text(run_dir)
+    return config_from_text(text, source, warn)
+
+
+def config_from_text(text: str, source: str | Path, warn: Warn = print_warning) -> GptxConfig:
+    """A saved config (YAML text) as plain data: schema keys only, no tags, interpolations or targets."""
     tree = parse_safe_yaml(text, source)
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(tree).__name__}")
