@@ -10,6 +10,7 @@ text in `gptx.report`, the figures in `gptx.plots`; docs/analysis.md explains ev
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gptx import stats
+from gptx.files import write_atomic
 from gptx.report import markdown, table
 
 CSV_FIELDS = ("path", "arm", "status", "included", "reason", "init_seed", "train_seed", "data_seed",
@@ -398,12 +400,13 @@ def read_curve(folder: Path) -> list[dict]:
 
 def write_runs_csv(runs: list[Run], path: Path) -> None:
     """One row a run, included or not, with its seeds, losses, cost and hashes."""
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        for r in runs:
-            w.writerow({**{k: r.result.get(k) for k in CSV_FIELDS}, "path": str(r.folder), "arm": r.arm,
-                        "status": r.status, "included": r.included, "reason": r.reason or ""})
+    buffer = io.StringIO(newline="")
+    w = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    w.writeheader()
+    for r in runs:
+        w.writerow({**{k: r.result.get(k) for k in CSV_FIELDS}, "path": str(r.folder), "arm": r.arm,
+                    "status": r.status, "included": r.included, "reason": r.reason or ""})
+    write_atomic(path, buffer.getvalue().encode())
 
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",

@@ -11,6 +11,7 @@ import datetime
 import fcntl
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gptx.files import create_exclusive_dir
+from gptx.files import create_exclusive_dir, write_atomic
 
 SWEEP_ROOT = "multirun_outputs"
 RESULT_FILE = "result.json"
@@ -183,13 +184,11 @@ def scan_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def write_runs_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     """Write the runs table atomically, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=RUN_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(Path(path), buffer.getvalue().encode())
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
