@@ -10,6 +10,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+# The file whose presence and status say what became of a run; every reader and writer names it here.
+RESULT_FILE = "result.json"
+
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
     """Replace `path` with `data` (bytes, or chunks streamed in order) all at once: temp file, fsync, rename."""

@@ -21,9 +21,8 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 import gptx
-from gptx.files import write_atomic
+from gptx.files import RESULT_FILE, write_atomic
 
-RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 MODEL_FILE = "model.safetensors"
 SAMPLE_FILE = "sample.txt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,17 @@ def run_gptx(*args: str, cwd: Path, module: str = "gptx.train", timeout: float =
 def tiny():
     """Factory for tiny typed configs."""
     return typed_config
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Fail the test if anything unpickles (pickle or torch.load) while it runs."""
+    def refuse(*args, **kwargs):
+        pytest.fail("something tried to unpickle a file from the run folder")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(torch, "load", refuse)
 
 
 class Bomb:

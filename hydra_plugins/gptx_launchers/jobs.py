@@ -16,8 +16,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from gptx.files import RESULT_FILE
+
 CONSOLE_LOG = "console.log"
-RESULT_FILE = "result.json"
 
 
 @dataclass

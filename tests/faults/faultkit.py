@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gptx.data import BUNDLED_CORPUS
@@ -58,6 +59,15 @@ def cli_run(run_dir: Path, *overrides: str, env: dict[str, str] | None = None, t
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     return run_gptx(*RUN, *overrides, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, env=env,
                     timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run of RUN, the yardstick an interrupted one must match (import it to use it)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = cli_run(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
 
 
 def tree_digest(folder: Path, mtimes: bool = True) -> dict[str, str]:

@@ -13,6 +13,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import faultkit
 import pytest
 from faultkit import assert_identical, cli_run, tree_digest
 from safetensors.torch import load_file
@@ -21,13 +22,7 @@ from gptx.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    proc = cli_run(run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+reference = faultkit.reference  # the shared uninterrupted run (a pytest fixture)
 
 
 @pytest.fixture(scope="module")

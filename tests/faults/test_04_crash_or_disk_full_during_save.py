@@ -14,16 +14,28 @@ import errno
 import json
 import os
 import signal
-from pathlib import Path
 
+import faultkit
 import pytest
-from faultkit import RUN, TINY, assert_identical, cli_run, per_step, python_script, result, run_script, typed_config
+from faultkit import (
+    RUN,
+    TINY,
+    assert_identical,
+    cli_run,
+    per_step,
+    python_script,
+    result,
+    run_script,
+    typed_config,
+)
 
 from gptx.checkpoint import load_latest
 from gptx.outputs import MetricsLog
 from gptx.train import train
 
 pytestmark = pytest.mark.slow
+
+reference = faultkit.reference  # the shared uninterrupted run (a pytest fixture)
 
 # `python -m gptx.train …` in an interpreter whose disk "fills up" during the 2nd checkpoint save.
 DISK_FULL = '''
@@ -45,14 +57,6 @@ gptx.checkpoint.save_file = save_file_on_a_full_disk
 sys.argv = ["gptx.train", *sys.argv[1:]]
 runpy.run_module("gptx.train", run_name="__main__", alter_sys=True)
 '''
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    proc = cli_run(run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
 
 
 def test_scenario_04_disk_full_during_a_save_keeps_the_previous_checkpoint(reference, tmp_path):
