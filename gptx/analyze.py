@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gptx import stats
-from gptx.files import write_atomic
+from gptx.files import REPRODUCTIONS_DIR, write_atomic
 from gptx.report import markdown, table
 
 CSV_FIELDS = ("path", "arm", "status", "included", "reason", "init_seed", "train_seed", "data_seed",
@@ -49,8 +49,6 @@ class Run:
         return self.reason is None
 
 
-# gptx.reproduce files its re-runs in RUN_DIR/reproductions/ (not imported: that pulls in training).
-REPRODUCTIONS_DIR = "reproductions"
 
 
 def arm_name(intervention) -> str:

@@ -10,8 +10,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-# The file whose presence and status say what became of a run; every reader and writer names it here.
-RESULT_FILE = "result.json"
+# Every file and folder name of a run and a sweep, named once here for every reader and writer.
+RESULT_FILE = "result.json"  # its presence and status say what became of a run
+METRICS_FILE = "metrics.jsonl"  # one JSON record per logged step
+MODEL_FILE = "model.safetensors"  # the final weights
+SAMPLE_FILE = "sample.txt"  # the greedy continuation of the smoke prompt
+TEST_LOSSES_FILE = "test_losses.npy"  # float32, one mean loss per test sequence, in test-set order
+REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
+RUNS_CSV = "runs.csv"  # a sweep's table of runs
 
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:

@@ -21,11 +21,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 import gptx
-from gptx.files import RESULT_FILE, write_atomic
-
-METRICS_FILE = "metrics.jsonl"
-MODEL_FILE = "model.safetensors"
-SAMPLE_FILE = "sample.txt"
+from gptx.files import METRICS_FILE, MODEL_FILE, RESULT_FILE, SAMPLE_FILE, write_atomic  # noqa: F401
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -34,11 +34,10 @@ from gptx.compare import (
     weights_file_sha256,
 )
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
-from gptx.files import create_exclusive_dir
+from gptx.files import REPRODUCTIONS_DIR, create_exclusive_dir
 from gptx.outputs import MODEL_FILE, RESULT_FILE, environment, write_atomic, write_json
 from gptx.runconfig import CONFIG_FILE, hydra_yaml_report, load_run_config
 
-REPRODUCTIONS_DIR = "reproductions"
 REPORT_FILE = "reproduction.json"
 # result.json fields that must match for a bitwise reproduction to be expected.
 ENV_FIELDS = ("versions.torch", "versions.cuda", "versions.cudnn", "device", "precision", "versions.gptx",

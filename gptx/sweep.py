@@ -22,10 +22,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gptx.files import RESULT_FILE, create_exclusive_dir, write_atomic
+from gptx.files import RESULT_FILE, RUNS_CSV, create_exclusive_dir, write_atomic
 
 SWEEP_ROOT = "multirun_outputs"
-RUNS_CSV = "runs.csv"
 LOCK_FILE = ".sweep.lock"
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
 FINAL_STATUSES = ("completed", "diverged", "failed")
