@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from gptx.config import ModelConfig
 from gptx.hashing import weights_sha256
-from gptx.outputs import MODEL_FILE, RESULT_FILE, load_weights
+from gptx.outputs import MODEL_FILE, RESULT_FILE, load_weights, tie_aliases
 
 LOSS_DECIMALS = 6  # as gptx prints test_loss; "equal" for a verdict means equal to these decimals
 
@@ -122,11 +122,14 @@ def weights_path(path: str | Path) -> Path:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file on the CPU (a tied matrix appears once, under its saved name)."""
+    """All tensors of a safetensors file on the CPU, a tied matrix under each of its names."""
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
     except (OSError, SafetensorError) as err:
         raise CompareError(f"{path}: unreadable safetensors file: {err}") from None
+    return {**tensors, **{alias: tensors[kept] for alias, kept in tie_aliases(tensors, metadata).items()}}
 
 
 def weights_file_sha256(path: Path, model_cfg: ModelConfig) -> str:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from gptx.config import ConfigError, GptxConfig
 from gptx.hf import HF_PREFIX, HFLayoutError, load_hf_model
 from gptx.model import GPTModel
-from gptx.outputs import MODEL_FILE, load_weights
+from gptx.outputs import MODEL_FILE, load_weights, tie_aliases
 from gptx.runconfig import config_from_text, load_run_config
 
 GPTX_METADATA_KEY = "gptx_config"
@@ -95,8 +95,10 @@ def report_user_error(err: Exception) -> int:
 
 
 def _read_header(weights: Path) -> tuple[set[str], dict[str, str]]:
+    """Every tensor name a weights file answers to (tied aliases included) and its metadata."""
     try:
         with safe_open(str(weights), framework="pt") as f:
-            return set(f.keys()), f.metadata() or {}
+            names, metadata = set(f.keys()), f.metadata() or {}
     except (OSError, SafetensorError) as err:
         raise LoadError(f"{weights}: not a readable safetensors file ({err})") from None
+    return names | set(tie_aliases(names, metadata)), metadata

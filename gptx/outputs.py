@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 import gptx
@@ -78,19 +78,44 @@ def _step_of(line: str) -> float:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Atomically save the weights as safetensors (tied tensors stored once) with string metadata."""
+    """Atomically save the weights as safetensors, a tied matrix once under its first name.
+
+    A tied matrix is stored under the name that comes first in the model's state dict (`tok_emb.weight`
+    before `out_head.weight`), so readers that look for the embedding find it; every other name of it is
+    recorded in the metadata as `alias -> stored name`, the convention safetensors' `save_model` uses.
+    """
+    state, aliases = {}, {}
+    for name, tensor in model.state_dict().items():
+        kept = next((k for k, t in state.items() if _same_storage(t, tensor)), None)
+        if kept is None:
+            state[name] = tensor.contiguous()
+        else:
+            aliases[name] = kept
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_model(model, tmp, metadata=metadata)
+        save_file(state, tmp, metadata={**metadata, **aliases})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
+
+
+def tie_aliases(names: set[str] | dict, metadata: dict[str, str] | None) -> dict[str, str]:
+    """The other names of tied tensors a weights file records: {alias: stored name}.
+
+    Files of either naming (the head's name kept, as older gptx files have it, or the embedding's) carry
+    the tie in their metadata, so every reader sees all names, whichever one was stored.
+    """
+    return {k: v for k, v in (metadata or {}).items() if v in names and k not in names}
+
+
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights into a model built with the same config (strict)."""
+    """Load safetensors weights into a model built with the same config (strict; tied names resolved)."""
     missing, unexpected = load_model(model, str(path), strict=True)
     if missing or unexpected:
         raise ValueError(f"{path}: missing {missing}, unexpected {unexpected}")
