@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptx.config import InitScheme, ModelConfig
+from gptx.loss import linear_cross_entropy
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal self-attention with separate Q/K/V projections (optionally biased)."""
+    """Causal self-attention with separate Q/K/V parameters (optionally biased), applied as one matmul."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -34,10 +35,12 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        heads = (b, t, self.n_heads, d // self.n_heads)
-        q = self.W_query(x).view(heads).transpose(1, 2)
-        k = self.W_key(x).view(heads).transpose(1, 2)
-        v = self.W_value(x).view(heads).transpose(1, 2)
+        # One [3d, d] matmul instead of three: the parameters (names, init, checkpoints) stay separate.
+        projections = (self.W_query, self.W_key, self.W_value)
+        weight = torch.cat([p.weight for p in projections])
+        bias = torch.cat([p.bias for p in projections]) if self.W_query.bias is not None else None
+        q, k, v = (y.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+                   for y in F.linear(x, weight, bias).split(d, dim=-1))
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
@@ -86,11 +89,19 @@ class GPTModel(nn.Module):
         if cfg.weight_tying:
             self.out_head.weight = self.tok_emb.weight
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, tokens, vocab] for token ids [batch, tokens]."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                reduction: str = "mean") -> torch.Tensor:
+        """Logits [batch, tokens, vocab] for token ids [batch, tokens]; with targets, the loss instead.
+
+        The loss (float32 next-token cross-entropy, `reduction` as in `gptx.loss.linear_cross_entropy`)
+        goes through the head a slice of tokens at a time, never holding the whole logits tensor.
+        """
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
-        return self.out_head(self.final_norm(self.trf_blocks(x)))
+        hidden = self.final_norm(self.trf_blocks(x))
+        if targets is None:
+            return self.out_head(hidden)
+        return linear_cross_entropy(hidden, self.out_head.weight, targets, reduction)
 
 
 def build_model(cfg: ModelConfig, init_seed: int) -> GPTModel:
