@@ -21,7 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys that say where or how a run is filed or saved, not what it computes: left out of
 # `config_sha256`, so changing them never orphans a checkpoint or a completed run.
-NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every")
+NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "logger", "optimized_metric")
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,13 @@ class LRSchedule(str, Enum):
 class AmpDtype(str, Enum):
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+class LoggerKind(str, Enum):
+    none = "none"
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+    mlflow = "mlflow"
 
 
 class DeviceKind(str, Enum):
@@ -217,6 +224,23 @@ class TrainConfig:
 
 
 @dataclass
+class LoggerConfig:
+    name: LoggerKind = LoggerKind.none
+    """Experiment tracker mirroring metrics.jsonl and the final result: none, tensorboard, wandb, mlflow."""
+    dir: str | None = None
+    """Where it writes (null: RUN_DIR/tensorboard, RUN_DIR/wandb, sqlite RUN_DIR/mlflow.db); MLflow also
+    takes a tracking URI (sqlite:///..., http://...)."""
+    project: str = "gptx"
+    """W&B project, or MLflow experiment name."""
+    mode: str = "offline"
+    """W&B mode: offline (nothing leaves the machine; `wandb sync` uploads later) or online."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("offline", "online"):
+            raise ConfigError(f"logger.mode={self.mode} must be offline or online")
+
+
+@dataclass
 class GptxConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -235,6 +259,10 @@ class GptxConfig:
     """Sweep name: files multiruns under multirun_outputs/NAME (null = date/time)."""
     overwrite: bool = False
     """Allow replacing a completed run in the same folder."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Experiment tracker (config group `logger`); never part of config_sha256."""
+    optimized_metric: str | None = None
+    """A result.json number (e.g. test_loss) returned to Hydra, so sweepers such as optuna can minimise it."""
 
     def __post_init__(self) -> None:
         seq_len = self.train.seq_len or self.model.context_length
