@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptx.faults import maybe_fire
+from gptx.files import dir_mode, file_mode
 from gptx.hashing import named_tensors
 
 CHECKPOINT_DIR = "checkpoints"
@@ -74,6 +75,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
     try:
+        tmp.chmod(dir_mode())
         save_file(tensors, str(tmp / STATE_FILE))
         meta = {
             "step": state.step,
@@ -91,6 +93,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         for name in (STATE_FILE, META_FILE):
             with open(tmp / name, "rb") as f:
+                os.fchmod(f.fileno(), file_mode())  # safetensors creates its files 0600
                 os.fsync(f.fileno())
         maybe_fire("save", state.step)
         if final.exists():

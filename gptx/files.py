@@ -20,11 +20,36 @@ REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
 RUNS_CSV = "runs.csv"  # a sweep's table of runs
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it, else set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def file_mode() -> int:
+    """The mode a plain `open` would give a new file: temporary files (mode 0600) get it before the rename,
+    so colleagues sharing a project folder can read results as they could any other file."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode a plain `mkdir` would give a new folder (temporary folders are created 0700)."""
+    return 0o777 & ~umask()
+
+
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
     """Replace `path` with `data` (bytes, or chunks streamed in order) all at once: temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             for chunk in [data] if isinstance(data, bytes) else data:
                 f.write(chunk)

@@ -21,7 +21,7 @@ from safetensors.torch import load_model, save_file
 from torch import nn
 
 import gptx
-from gptx.files import METRICS_FILE, MODEL_FILE, RESULT_FILE, SAMPLE_FILE, write_atomic  # noqa: F401
+from gptx.files import METRICS_FILE, MODEL_FILE, RESULT_FILE, SAMPLE_FILE, file_mode, write_atomic  # noqa: F401
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -95,6 +95,9 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None
     os.close(fd)
     try:
         save_file(state, tmp, metadata={**metadata, **aliases})
+        with open(tmp, "rb") as f:
+            os.fchmod(f.fileno(), file_mode())  # safetensors creates its files 0600
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
