@@ -1,10 +1,16 @@
 """python -m gptx.bench [--model gpt2_small] [--steps 10] [--batch-size 8] [--seq-len 1024] [--compile]
 
 Training throughput (tokens/s, MFU) of a model preset on this machine, for each variant: eager or
-torch.compile, deterministic kernels or not; and the data loader alone (TrainOrder.step_indices +
-Split.sequences). A step is train.py's: forward under the run's autocast, float32 cross-entropy,
-backward, AdamW (fused on CUDA), host sync on the loss. Variants run interleaved, a step each in turn,
-after their warm-up steps, with the same threads; the figure reported is the median step.
+torch.compile, deterministic kernels or not, and the step as it was before each speed-up (the loss
+through full [tokens, vocab] logits; the multi-tensor `foreach` AdamW instead of the fused one); and the
+data loader alone (TrainOrder.step_indices + Split.sequences). A step is the training loop's: forward
+under the run's autocast, float32 cross-entropy through the sliced head, backward, fused AdamW, host sync
+on the loss. Variants run interleaved, a step each in turn, after their warm-up steps, with the same
+threads; the figure reported is the median step.
+
+`--compare-allocator` runs the eager step in two processes, with and without gptx's glibc setting
+(gptx.allocator; it is per process, so it cannot be switched inside one), alternating rounds.
+`--default-run` also times the whole default `python -m gptx.train` in a subprocess.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +31,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from gptx import allocator
 from gptx.config import CONF_DIR, ConfigError, DataConfig, DataFormat, DeviceKind, ModelConfig, TrainConfig
 from gptx.data import TrainOrder, load_data
 from gptx.evaluation import lm_loss
+from gptx.files import RESULT_FILE
 from gptx.hardware import mfu, peak_flops
-from gptx.model import GPTModel, build_model, flops_per_token
+from gptx.model import GPTModel, build_model, configure_optimizer, flops_per_token
 from gptx.precision import resolve_device, resolve_precision
 from gptx.seeding import CUBLAS_WORKSPACE, configure_determinism
 
@@ -39,6 +49,10 @@ class Variant:
     name: str
     compiled: bool
     deterministic: bool
+    full_logits: bool = False
+    """Loss through the whole [tokens, vocab] logits, as before the sliced head."""
+    foreach_adamw: bool = False
+    """The multi-tensor AdamW instead of the fused kernel."""
     step: Callable[[], float] | None = None
     seconds: list[float] = field(default_factory=list)
     note: str = ""
@@ -55,20 +69,20 @@ def model_config(name: str) -> ModelConfig:
 
 
 def make_step(cfg: ModelConfig, device: torch.device, train_cfg: TrainConfig, batch: int, seq_len: int,
-              compiled: bool) -> Callable[[], float]:
+              variant: Variant) -> Callable[[], float]:
     """A closure running one optimizer step on a fixed random batch; returns the loss (a host sync)."""
     precision = resolve_precision(train_cfg, device)
     model = build_model(cfg, init_seed=0).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2),
-                                  weight_decay=train_cfg.weight_decay, fused=device.type == "cuda")
-    forward = torch.compile(model) if compiled else model
+    optimizer = configure_optimizer(model, train_cfg.lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.weight_decay,
+                                    fused=not variant.foreach_adamw)
+    forward = torch.compile(model) if variant.compiled else model
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), generator=torch.Generator().manual_seed(0))
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
 
     def step() -> float:
         with precision.autocast(device):
-            loss = lm_loss(forward(x), y)
+            loss = lm_loss(forward(x), y) if variant.full_logits else forward(x, y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -131,12 +145,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train_cfg = TrainConfig(device=DeviceKind(args.device), tf32=True, amp=True)
     device = resolve_device(train_cfg.device)
     precision = resolve_precision(train_cfg, device)
-    variants = [] if args.dataloader_only else [Variant("eager", False, False),
-                                                 Variant("eager+deterministic", False, True)]
+    variants = [] if args.dataloader_only else [
+        Variant("eager", False, False), Variant("eager+deterministic", False, True),
+        Variant("eager,full-logits-loss", False, False, full_logits=True),
+        Variant("eager,foreach-adamw", False, False, foreach_adamw=True)]
     if args.compile and not args.dataloader_only:
         variants += [Variant("compiled", True, False), Variant("compiled+deterministic", True, True)]
+    if args.variants:
+        known = {v.name for v in variants}
+        if set(args.variants) - known:
+            raise ConfigError(f"--variants {','.join(sorted(set(args.variants) - known))}: unknown; "
+                              f"choose from {', '.join(sorted(known))}")
+        variants = [v for v in variants if v.name in args.variants]
     for variant in variants:
-        variant.step = make_step(cfg, device, train_cfg, args.batch_size, seq_len, variant.compiled)
+        variant.step = make_step(cfg, device, train_cfg, args.batch_size, seq_len, variant)
     time_variants(variants, args.steps, args.warmup, device)
     with torch.device("meta"):
         per_token = flops_per_token(GPTModel(cfg), seq_len)
@@ -150,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"variant": v.name, "step_seconds": median, "tokens_per_second": tps,
                      "mfu": mfu(tps, per_token, peak) if tps else None, "steps": len(v.seconds),
                      "first_step_seconds": v.first_step_seconds, "note": v.note})
-    if not args.compile and not args.dataloader_only:
+    if not args.compile and not args.dataloader_only and not args.variants:
         rows.append({"variant": "compiled", "step_seconds": None, "tokens_per_second": None, "mfu": None,
                      "steps": 0, "first_step_seconds": None, "note": "skipped: pass --compile"})
     data_cfg = DataConfig(name="tokens", format=DataFormat.tokens, path=str(args.data)) if args.data else DataConfig()
@@ -159,11 +181,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows.append({"variant": "dataloader", "step_seconds": median, "tokens_per_second": tokens_per_step / median,
                  "mfu": None, "steps": len(loader), "first_step_seconds": None,
                  "note": f"{data_cfg.name}, shuffled order, CPU batch only"})
+    if args.compare_allocator:
+        rows += compare_allocator(args)
+    if args.default_run:
+        rows.append(time_default_run())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"model": cfg.name, "device": f"{device.type} ({name})", "precision": precision.label,
             "threads": torch.get_num_threads(), "batch_size": args.batch_size, "seq_len": seq_len,
             "tokens_per_step": tokens_per_step, "flops_per_token": per_token, "peak_flops": peak,
-            "torch": torch.__version__, "rows": rows}
+            "torch": torch.__version__, "allocator": allocator.keep_freed_memory() if args.allocator == "on"
+            else {"applied": False, "why": "--allocator off"}, "rows": rows}
+
+
+def compare_allocator(args: argparse.Namespace, rounds: int = 2) -> list[dict[str, Any]]:
+    """The eager step with and without the glibc setting, each in its own process, rounds alternating."""
+    seconds: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for mode in ("on", "off"):
+                out = Path(tmp) / f"{mode}{round_}.json"
+                argv = [sys.executable, "-m", "gptx.bench", "--model", args.model, "--steps", str(args.steps),
+                        "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--device", args.device,
+                        "--threads", str(args.threads), "--variants", "eager", "--allocator", mode,
+                        "--json", str(out)] + (["--seq-len", str(args.seq_len)] if args.seq_len else [])
+                env = {k: v for k, v in os.environ.items() if k not in allocator.USER_VARIABLES}
+                subprocess.run(argv, check=True, capture_output=True, env=env)
+                seconds[mode].append(json.loads(out.read_text())["rows"][0]["step_seconds"])
+    tokens = args.batch_size * (args.seq_len or model_config(args.model).context_length)
+    return [{"variant": f"eager,allocator-{mode}", "step_seconds": statistics.median(s),
+             "tokens_per_second": tokens / statistics.median(s), "mfu": None, "steps": rounds * args.steps,
+             "first_step_seconds": None, "note": f"own process; median of {rounds} alternating rounds"}
+            for mode, s in seconds.items()]
+
+
+def time_default_run() -> dict[str, Any]:
+    """Wall time of the default `python -m gptx.train` (gpt2_tiny, bundled data), in a fresh folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gptx.train", f"hydra.run.dir={tmp}/run"], check=True,
+                       capture_output=True, cwd=tmp)
+        wall = time.perf_counter() - start
+        result = json.loads((Path(tmp) / "run" / RESULT_FILE).read_text())
+    return {"variant": "default-run", "step_seconds": wall / result["steps"], "tokens_per_second":
+            result["tokens"] / wall, "mfu": None, "steps": result["steps"], "first_step_seconds": None,
+            "note": f"python -m gptx.train: {wall:.1f} s wall, test_loss {result['test_loss']:.6f}"}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -173,15 +234,15 @@ def format_report(report: dict[str, Any]) -> str:
              f"threads={report['threads']}  torch={report['torch']}",
              f"batch={report['batch_size']}  seq_len={report['seq_len']}  tokens/step={report['tokens_per_step']}"
              f"  flops/token={report['flops_per_token']:,.0f}  peak={peak}",
-             f"{'variant':<24}{'step_ms':>10}{'tokens/s':>14}{'MFU':>8}  note"]
+             f"{'variant':<26}{'step_ms':>10}{'tokens/s':>14}{'MFU':>8}  note"]
     for row in report["rows"]:
         if row["step_seconds"] is None:
-            lines.append(f"{row['variant']:<24}{'-':>10}{'-':>14}{'-':>8}  {row['note']}")
+            lines.append(f"{row['variant']:<26}{'-':>10}{'-':>14}{'-':>8}  {row['note']}")
             continue
         mfu_text = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a"
         note = row["note"] or f"median of {row['steps']}" + (
             f", first step {row['first_step_seconds']:.1f} s" if row["first_step_seconds"] else "")
-        lines.append(f"{row['variant']:<24}{1000 * row['step_seconds']:>10.2f}"
+        lines.append(f"{row['variant']:<26}{1000 * row['step_seconds']:>10.2f}"
                      f"{row['tokens_per_second']:>14,.0f}{mfu_text:>8}  {note}")
     return "\n".join(lines)
 
@@ -202,6 +263,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=None,
                    help="token directory for the data-loader timing (default: the bundled Shakespeare)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    p.add_argument("--variants", type=lambda text: text.split(","), default=None,
+                   help="comma-separated variant names to run (default: all)")
+    p.add_argument("--allocator", choices=["on", "off"], default="on",
+                   help="gptx's glibc setting that keeps freed CPU buffers (gptx.allocator), as train applies it")
+    p.add_argument("--compare-allocator", action="store_true",
+                   help="also time the eager step with the allocator setting on and off, in two processes")
+    p.add_argument("--default-run", action="store_true", help="also time the whole default python -m gptx.train")
     args = p.parse_args(argv)
     for flag in ("steps", "warmup", "batch_size", "threads"):
         if getattr(args, flag) < 1:
@@ -212,6 +280,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: prints the table (one error line and exit status 2 for a user error)."""
     args = parse_args(argv)
+    if args.allocator == "on":
+        allocator.keep_freed_memory()
     try:
         report = run(args)
     except ConfigError as err:
