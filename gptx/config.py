@@ -7,8 +7,13 @@ fails when Hydra composes the config, and nonsense values fail in `__post_init__
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import hashlib
+import inspect
 import json
+import sys
+import textwrap
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -294,8 +299,48 @@ def _positive(key: str, value: float) -> None:
 
 
 def register_schema() -> None:
-    """Register the schema so `config.yaml` can start its defaults list with `gptx_schema`."""
+    """Register the schema so `config.yaml` can start its defaults list with `gptx_schema`, and the
+    `gptx_fields_help` resolver that puts every field's docstring into `--help`."""
     ConfigStore.instance().store(name="gptx_schema", node=GptxConfig)
+    OmegaConf.register_new_resolver("gptx_fields_help", lambda: fields_help(), replace=True)
+
+
+def field_docs(cls: type = GptxConfig, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """{"train.lr": (default, docstring)} for every leaf field, read from the docstring under each field."""
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    docs = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            body = node.body
+            for field_node, doc in zip(body, body[1:]):
+                if isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name) \
+                        and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+                    docs[(node.name, field_node.target.id)] = " ".join(str(doc.value.value).split())
+    out: dict[str, tuple[Any, str]] = {}
+
+    def walk(klass: type, path: str) -> None:
+        for f in dataclasses.fields(klass):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{path}{f.name}.")
+            else:
+                out[f"{path}{f.name}"] = (default.value if isinstance(default, Enum) else default,
+                                          docs.get((klass.__name__, f.name), ""))
+
+    walk(cls, prefix)
+    return out
+
+
+def fields_help() -> str:
+    """Every key a user can set, its default and its docstring: the body of `python -m gptx.train --help`."""
+    lines = []
+    for key, (default, doc) in field_docs().items():
+        if key == "intervention":
+            continue  # filled by the config group, listed above
+        shown = json.dumps(default) if default is None or isinstance(default, (bool, dict, list)) else default
+        lines.append(f"  {key} = {shown}")
+        lines += [f"      {line}" for line in textwrap.wrap(doc, 96)] if doc else []
+    return "\n".join(lines)
 
 
 def to_plain_dict(cfg: DictConfig | GptxConfig) -> dict[str, Any]:
