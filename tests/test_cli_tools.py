@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gptx import evaluate, export, generate
 from gptx.data import BUNDLED_CORPUS
-from gptx.loading import load_model
-from gptx.outputs import MODEL_FILE, SAMPLE_FILE
-from gptx.train import train
+from gptx.files import MODEL_FILE, SAMPLE_FILE
+from gptx.run import train
+from gptx.tools import evaluate, export, generate
+from gptx.tools.load import load_model
 
 from conftest import run_gptx, typed_config
 

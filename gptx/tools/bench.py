@@ -25,10 +25,10 @@ from omegaconf import OmegaConf
 
 from gptx.config import CONF_DIR, ConfigError, DataConfig, DataFormat, DeviceKind, ModelConfig, TrainConfig
 from gptx.data import TrainOrder, load_data
-from gptx.evaluation import lm_loss
-from gptx.hardware import mfu, peak_flops
+from gptx.hardware import mfu, peak_flops, resolve_device
 from gptx.model import GPTModel, build_model, flops_per_token
-from gptx.precision import resolve_device, resolve_precision
+from gptx.precision import resolve_precision
+from gptx.scoring import lm_loss
 from gptx.seeding import CUBLAS_WORKSPACE, configure_determinism
 
 

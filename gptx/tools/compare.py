@@ -21,8 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from gptx.config import ModelConfig
+from gptx.files import RESULT_FILE
 from gptx.hashing import weights_sha256
-from gptx.outputs import MODEL_FILE, RESULT_FILE, load_weights
+from gptx.weights import WeightsNotFound, load_weights, weights_path
 
 LOSS_DECIMALS = 6  # as gptx prints test_loss; "equal" for a verdict means equal to these decimals
 
@@ -106,21 +107,6 @@ def max_abs_diff(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x.detach().cpu().double() - y.detach().cpu().double()).abs().max())
 
 
-def weights_path(path: str | Path) -> Path:
-    """The safetensors file a path stands for: the file itself, or a run folder's model.safetensors."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
-        if not path.is_file():
-            raise CompareError(f"{path.parent} has no {MODEL_FILE}")
-        return path
-    if not path.is_file():
-        raise CompareError(f"{path} does not exist")
-    if path.suffix != ".safetensors":
-        raise CompareError(f"{path} is not a .safetensors file or a run folder (no other format is loaded)")
-    return path
-
-
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file on the CPU (a tied matrix appears once, under its saved name)."""
     try:
@@ -188,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path_a, path_b = weights_path(args.a), weights_path(args.b)
         weights = compare_tensors(read_tensors(path_a), read_tensors(path_b))
-    except CompareError as err:
+    except (CompareError, WeightsNotFound) as err:
         print(f"gptx.compare: error: {err}", file=sys.stderr)
         return 2
     loss = loss_agreement(test_loss_of(args.a), test_loss_of(args.b))

@@ -22,10 +22,11 @@ from typing import Any
 
 from gptx.config import ConfigError, DataConfig, DataFormat, DeviceKind, TrainConfig
 from gptx.data import load_data
-from gptx.evaluation import split_loss
-from gptx.loading import USER_ERRORS, LoadedModel, load_model, report_user_error
-from gptx.precision import resolve_device, resolve_precision
+from gptx.hardware import resolve_device
+from gptx.precision import resolve_precision
+from gptx.scoring import split_loss
 from gptx.seeding import configure_determinism
+from gptx.tools.load import USER_ERRORS, LoadedModel, load_model, report_user_error
 
 DEFAULT_BATCH_SIZE = 8
 

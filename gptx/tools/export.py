@@ -15,9 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptx.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, save_hf
-from gptx.loading import USER_ERRORS, LoadError, load_model, report_user_error
-from gptx.outputs import RESULT_FILE
+from gptx.files import RESULT_FILE
+from gptx.tools.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, save_hf
+from gptx.tools.load import USER_ERRORS, LoadError, load_model, report_user_error
 
 
 def export(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[str]:

@@ -16,12 +16,12 @@ import sys
 import torch
 
 from gptx.config import ConfigError, DeviceKind
-from gptx.evaluation import SMOKE_PROMPT, greedy_sample
-from gptx.loading import USER_ERRORS, load_model, report_user_error
+from gptx.hardware import resolve_device
 from gptx.model import GPTModel
-from gptx.precision import resolve_device
+from gptx.scoring import SMOKE_PROMPT, greedy_sample
 from gptx.seeding import seed_everything
 from gptx.tokenizer import gpt2_tokenizer
+from gptx.tools.load import USER_ERRORS, load_model, report_user_error
 
 
 @torch.no_grad()

@@ -36,14 +36,9 @@ from typing import Any
 import numpy as np
 
 import gptx
-from gptx.files import write_atomic
+from gptx.files import LLMC_HEADER_INTS, LLMC_MAGIC, LLMC_VERSION, write_atomic
 from gptx.tokenizer import BPE_RANKS_SHA256, END_OF_TEXT_ID, gpt2_tokenizer
 
-# Kept equal to gptx.data's constants (not imported: that module pulls in torch, which the tokenizer
-# processes do not need).
-LLMC_MAGIC = 20240520
-LLMC_VERSION = 1
-LLMC_HEADER_INTS = 256
 MANIFEST = "prepare.json"
 MANIFEST_FORMAT = 1
 SUFFIXES = (".txt", ".jsonl", ".parquet")

@@ -5,8 +5,8 @@ folder, RUN_DIR/reproductions/<date>_<time>[_N]/, and say IDENTICAL (final weigh
 loss equal to 6 decimals) or DIFFERENT (the test-loss difference and each differing tensor's max abs
 diff). Exit 0 identical, 1 different, 2 when it cannot run: no completed result.json, an unsafe or
 invalid saved config, the original folder as target, or --strict-env with a changed environment.
-The saved config is read by gptx.runconfig (nothing in it is imported, run or resolved) and the run
-goes through `gptx.train.train` directly, under gptx's own settings: `.hydra/hydra.yaml` is ignored.
+The saved config is read by gptx.saved_config (nothing in it is imported, run or resolved) and the run
+goes through `gptx.run.train` directly, under gptx's own settings: `.hydra/hydra.yaml` is ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +24,21 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gptx.checkpoint import CheckpointError
-from gptx.compare import (
+from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
+from gptx.files import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    REPRODUCTION_FILE,
+    REPRODUCTIONS_DIR,
+    RESULT_FILE,
+    TRAIN_LOG,
+    create_exclusive_dir,
+    write_atomic,
+    write_json,
+)
+from gptx.hardware import environment
+from gptx.saved_config import hydra_yaml_report, load_run_config
+from gptx.tools.compare import (
     CompareError,
     WeightsComparison,
     compare_tensors,
@@ -33,12 +47,7 @@ from gptx.compare import (
     read_tensors,
     weights_file_sha256,
 )
-from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
-from gptx.files import REPRODUCTIONS_DIR, create_exclusive_dir
-from gptx.outputs import MODEL_FILE, RESULT_FILE, environment, write_atomic, write_json
-from gptx.runconfig import CONFIG_FILE, hydra_yaml_report, load_run_config
 
-REPORT_FILE = "reproduction.json"
 # result.json fields that must match for a bitwise reproduction to be expected.
 ENV_FIELDS = ("versions.torch", "versions.cuda", "versions.cudnn", "device", "precision", "versions.gptx",
               "versions.git_commit")
@@ -110,7 +119,8 @@ def create_out_dir(out: Path, run_dir: Path) -> Path:
 
 def current_environment(cfg: GptxConfig) -> dict[str, Any]:
     """The environment fields train() will record for this config on this machine."""
-    from gptx.precision import resolve_device, resolve_precision
+    from gptx.hardware import resolve_device
+    from gptx.precision import resolve_precision
 
     device = resolve_device(cfg.train.device)
     return {**environment(device), "precision": resolve_precision(cfg.train, device).label}
@@ -172,9 +182,9 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     except Exception as err:
         report.update(verdict="DIFFERENT", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(), warnings=warnings)
-        write_json(target / REPORT_FILE, report)
+        write_json(target / REPRODUCTION_FILE, report)
         raise ReproductionFailed(f"the reproduction failed: {type(err).__name__}: {err} "
-                                 f"(traceback in {target / REPORT_FILE})") from None
+                                 f"(traceback in {target / REPRODUCTION_FILE})") from None
     # Fingerprints such as data_sha256 exist only once the run has loaded its data.
     for d in environment_differences(original, result):
         if d["field"] in OPTIONAL_FIELDS:
@@ -184,7 +194,7 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     report.update(verdict)
     print("\n".join(verdict_lines(report, tensors)))
     report["warnings"] = warnings
-    write_json(target / REPORT_FILE, report)
+    write_json(target / REPRODUCTION_FILE, report)
     return report
 
 
@@ -250,11 +260,11 @@ def verdict_lines(report: dict[str, Any], tensors: WeightsComparison | None) -> 
 
 def _train_logged(cfg: GptxConfig, target: Path) -> dict[str, Any]:
     """train() with its log on stderr and in target/train.log, as a Hydra run would have it."""
-    from gptx.train import train
+    from gptx.run import train
 
     logger = logging.getLogger("gptx")
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(target / "train.log")]
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(target / TRAIN_LOG)]
     level = logger.level
     for handler in handlers:
         handler.setFormatter(fmt)
