@@ -52,10 +52,17 @@ BeforeStart = Callable[[], None]
 class RunFolder:
     """A run's folder: what result.json said when the run started, and the writes to it (main rank only)."""
 
-    def __init__(self, path: Path, is_main: bool = True):
+    def __init__(self, path: Path, is_main: bool = True, before_start: BeforeStart | None = None):
         self.path, self.is_main = path, is_main
         self.previous = read_result(path)  # the one read of result.json
         self.current: dict[str, Any] | None = None  # what this process last wrote
+        self._before_start = before_start
+
+    def start(self) -> None:
+        """The run is going to write here: call `before_start` (main rank, once)."""
+        if self._before_start is not None and self.is_main:
+            self._before_start()
+        self._before_start = None
 
     def holds_completed(self) -> bool:
         """Whether result.json (as last read or written) says the run completed."""
@@ -68,12 +75,11 @@ class RunFolder:
         if self.is_main:
             write_json(self.path / RESULT_FILE, result)
 
-    def fail(self, error: str, trace: str | None = None, before_start: BeforeStart | None = None) -> None:
+    def fail(self, error: str, trace: str | None = None) -> None:
         """Record `failed` with the error, keeping what the run recorded; a completed run is left alone."""
         if not self.is_main or self.holds_completed():
             return
-        if before_start is not None and self.current is None:
-            before_start()
+        self.start()
         result = {**(self.current or self.previous or {}), "status": "failed", "error": error}
         if trace is not None:
             result["traceback"] = trace
@@ -83,7 +89,7 @@ class RunFolder:
 def record_failure(run_dir: Path, error: Exception, before_start: BeforeStart | None = None) -> None:
     """A run that could not start (its config is invalid): failed result.json, so a sweep's table shows it."""
     if is_main_process():
-        RunFolder(run_dir).fail(str(error), before_start=before_start)
+        RunFolder(run_dir, before_start=before_start).fail(str(error))
 
 
 def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
@@ -101,21 +107,22 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
         raise
     try:
         # Every rank uses rank 0's folder (Hydra may have named one per process start time).
-        folder = RunFolder(Path(broadcast_object(world, str(run_dir))), world.is_main)  # type: ignore[arg-type]
+        run_dir = Path(broadcast_object(world, str(run_dir)))  # type: ignore[arg-type]
+        folder = RunFolder(run_dir, world.is_main, before_start)
         try:
-            return _train(cfg, folder, world, before_start)
+            return _train(cfg, folder, world)
         except (ConfigError, ckpt.CheckpointError) as err:
             if record_errors:
-                folder.fail(str(err), before_start=before_start)
+                folder.fail(str(err))
             raise
         except Exception as err:
-            folder.fail(f"{type(err).__name__}: {err}", traceback.format_exc(), before_start)
+            folder.fail(f"{type(err).__name__}: {err}", traceback.format_exc())
             raise
     finally:
         shutdown(world)
 
 
-def _train(cfg: GptxConfig, folder: RunFolder, world: World, before_start: BeforeStart | None) -> dict[str, Any]:
+def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     if not world.is_main:  # rank 0 speaks for the run; the others only warn
         logging.getLogger("gptx").setLevel(logging.WARNING)
     run_dir, previous = folder.path, folder.previous
@@ -126,8 +133,7 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World, before_start: Befor
             return {**previous, "skipped": True}  # type: ignore[dict-item]
         raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder "
                           "or pass overwrite=true")
-    if before_start is not None and world.is_main:
-        before_start()
+    folder.start()
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
     replacing = previous is not None and (previous.get("status") == "completed"
                                           or previous.get("config_sha256") != cfg_sha)

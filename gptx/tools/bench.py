@@ -3,8 +3,9 @@
 Training throughput (tokens/s, MFU) of a model preset on this machine, for each variant: eager or
 torch.compile, deterministic kernels or not; and the data loader alone (TrainOrder.step_indices +
 Split.sequences). A step is the loop's (`gptx.loop.train_step`): forward under the run's autocast,
-float32 cross-entropy, backward, AdamW (fused on CUDA), host sync on the loss. Variants run interleaved, a step each in turn,
-after their warm-up steps, with the same threads; the figure reported is the median step.
+float32 cross-entropy, backward, AdamW (fused on CUDA), host sync on the loss. Variants run
+interleaved, a step each in turn, after their warm-up steps, with the same threads; the figure
+reported is the median step.
 """
 
 from __future__ import annotations
