@@ -30,9 +30,8 @@ CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints (their inside is gptx.ch
 REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
 REPRODUCTION_FILE = "reproduction.json"  # a reproduction's verdict, in its folder
 
-# Where runs and sweeps go, relative to the working directory.
-RUN_ROOT = "outputs"  # single runs: outputs/YYYY-MM-DD/HH-MM-SS
-SWEEP_ROOT = "multirun_outputs"  # sweeps: multirun_outputs/NAME or multirun_outputs/YYYY-MM-DD/HH-MM-SS
+# Where sweeps go, relative to the working directory (single runs: outputs/; both set in gptx/conf/config.yaml).
+SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYYY-MM-DD/HH-MM-SS
 
 # A sweep's folder.
 RUNS_CSV = "runs.csv"  # a sweep's table of runs
