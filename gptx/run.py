@@ -86,10 +86,21 @@ class RunFolder:
         self.write(result)
 
 
+# Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors).
+USER_ERRORS = (ConfigError, ckpt.CheckpointError)
+
+
 def record_failure(run_dir: Path, error: Exception, before_start: BeforeStart | None = None) -> None:
-    """A run that could not start (its config is invalid): failed result.json, so a sweep's table shows it."""
+    """A run that could not start (say, its config is invalid): failed result.json, for the sweep's table."""
     if is_main_process():
-        RunFolder(run_dir, before_start=before_start).fail(str(error))
+        RunFolder(run_dir, before_start=before_start).fail(*_describe(error))
+
+
+def _describe(error: Exception) -> tuple[str, str | None]:
+    """The error line for result.json, and the traceback unless it is a user error."""
+    if isinstance(error, USER_ERRORS):
+        return str(error), None
+    return f"{type(error).__name__}: {error}", traceback.format_exc()
 
 
 def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
@@ -101,8 +112,8 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
     """
     try:
         world = init_world(resolve_device(cfg.train.device).type == "cuda")
-    except ConfigError as err:
-        if record_errors:
+    except Exception as err:
+        if record_errors or not isinstance(err, USER_ERRORS):
             record_failure(run_dir, err, before_start)
         raise
     try:
@@ -111,12 +122,9 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
         folder = RunFolder(run_dir, world.is_main, before_start)
         try:
             return _train(cfg, folder, world)
-        except (ConfigError, ckpt.CheckpointError) as err:
-            if record_errors:
-                folder.fail(str(err))
-            raise
         except Exception as err:
-            folder.fail(f"{type(err).__name__}: {err}", traceback.format_exc())
+            if record_errors or not isinstance(err, USER_ERRORS):
+                folder.fail(*_describe(err))
             raise
     finally:
         shutdown(world)

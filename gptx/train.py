@@ -18,11 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gptx.checkpoint import CheckpointError
-from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, register_schema
+from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, register_schema
 from gptx.files import CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE, write_atomic
 from gptx.naming import register_resolvers
-from gptx.run import record_failure, train
+from gptx.run import USER_ERRORS, record_failure, train
 
 log = logging.getLogger("gptx.train")
 
@@ -55,7 +54,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         typed = from_dictconfig(cfg)
         result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun)
-    except (ConfigError, CheckpointError) as err:
+    except USER_ERRORS as err:
         print(f"gptx: error: {err}", file=sys.stderr)
         if not multirun:
             raise SystemExit(2) from None
