@@ -12,11 +12,12 @@ import sys
 
 import torch
 
-from gptx.bench import model_config
 from gptx.config import DeviceKind, TrainConfig
-from gptx.evaluation import lm_loss
+from gptx.hardware import resolve_device
 from gptx.model import build_model
-from gptx.precision import resolve_device, resolve_precision
+from gptx.precision import resolve_precision
+from gptx.scoring import lm_loss
+from gptx.tools.bench import model_config
 
 
 def main(argv: list[str] | None = None) -> int:

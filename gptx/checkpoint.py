@@ -23,10 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gptx.faults import maybe_fire
-from gptx.files import dir_mode, file_mode
+from gptx.files import CHECKPOINT_DIR, dir_mode, file_mode
 from gptx.hashing import named_tensors
 
-CHECKPOINT_DIR = "checkpoints"
+# A checkpoint's inside is private to this module: nothing else reads these files.
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
 KEEP = 2  # the newest and the one before it, as a fallback
@@ -49,6 +49,10 @@ class TrainingState:
     interval_loss: float = 0.0
     """Sum of train losses since the last metrics line (so the next line averages the same steps)."""
     interval_steps: int = 0
+    grad_clip_active_steps: int = 0
+    """Steps so far whose pre-clip gradient norm exceeded train.grad_clip (0 without clipping)."""
+    grad_norm_max: float = 0.0
+    """Largest pre-clip gradient norm so far (0 without clipping)."""
 
 
 @dataclass
@@ -86,6 +90,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "world_size": state.world_size,
             "interval_loss": state.interval_loss,
             "interval_steps": state.interval_steps,
+            "grad_clip_active_steps": state.grad_clip_active_steps,
+            "grad_norm_max": state.grad_norm_max,
             "optimizer_param_groups": optim_state["param_groups"],
             "state_sha256": _file_sha256(tmp / STATE_FILE),
         }
@@ -141,7 +147,8 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
             )
         state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
                               meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1),
-                              meta.get("interval_loss", 0.0), meta.get("interval_steps", 0))
+                              meta.get("interval_loss", 0.0), meta.get("interval_steps", 0),
+                              meta.get("grad_clip_active_steps", 0), meta.get("grad_norm_max", 0.0))
         return Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
     if candidates:
         raise CheckpointError(

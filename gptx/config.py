@@ -187,8 +187,6 @@ class TrainConfig:
     """Write a resumable checkpoint every N steps (null = only on a stop signal)."""
     sample_tokens: int = 30
     """Greedy tokens generated after "Every effort moves you" into sample.txt."""
-    fail_at_step: int | None = None
-    """Fault-test hook: make the loss NaN at this step (null = off)."""
 
     def __post_init__(self) -> None:
         _positive("train.batch_size", self.batch_size)

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from gptx.config import ConfigError, DataConfig, DataFormat
+from gptx.files import LLMC_HEADER_BYTES, LLMC_MAGIC
 from gptx.tokenizer import ASSETS, gpt2_tokenizer
 
 BUNDLED_CORPUS = ASSETS / "tinyshakespeare.txt"
 BUNDLED_CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-LLMC_MAGIC = 20240520  # llm.c's .bin header: 256 int32, [magic, version, n_tokens, ...]
-LLMC_HEADER_BYTES = 256 * 4
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ class World:
         return self.size > 1
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or alone), as the environment says before the world is joined."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_world(use_cuda: bool) -> World:
     """Join the process group when launched by torchrun or as a multi-task SLURM job, else a world of 1."""
     if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:

@@ -1,56 +1,8 @@
-"""python -m gptx.export RUN_DIR OUT_DIR [--overwrite]
+"""`python -m gptx.export`, the command's first name; the code lives in gptx.tools.export."""
 
-Write a run's weights in the Hugging Face GPT-2 layout: OUT_DIR/model.safetensors and OUT_DIR/config.json,
-what transformers' `GPT2LMHeadModel.from_pretrained(OUT_DIR)` reads (transformers is not needed here).
-The tokenizer is GPT-2's own: take its files from OpenAI's `gpt2` release. RUN_DIR may also be a gptx
-.safetensors file. gptx's tools read the export back too (`python -m gptx.evaluate OUT_DIR`).
-
-HF GPT-2 always has Q/K/V biases: a run without them exports zero biases, which computes exactly the
-same. An untied output head is written as lm_head.weight with tie_word_embeddings=false.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from gptx.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, save_hf
-from gptx.loading import USER_ERRORS, LoadError, load_model, report_user_error
-from gptx.outputs import RESULT_FILE
-
-
-def export(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[str]:
-    """Export the model at `source` to out_dir in the HF GPT-2 layout; returns notes for the user."""
-    out_dir = Path(out_dir)
-    existing = [out_dir / name for name in (HF_WEIGHTS_FILE, HF_CONFIG_FILE) if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise LoadError(f"{existing[0]} exists; pass --overwrite to replace it")
-    if (out_dir / RESULT_FILE).exists():
-        raise LoadError(f"{out_dir} is a run folder; export into a folder of its own")
-    loaded = load_model(source)
-    if out_dir.resolve() == loaded.weights.parent.resolve():
-        raise LoadError(f"{out_dir} holds the weights being exported; export into another folder")
-    return save_hf(loaded.model, out_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: export, then say what was written."""
-    parser = argparse.ArgumentParser(prog="python -m gptx.export", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="run folder (or gptx .safetensors) to export")
-    parser.add_argument("out_dir", help="folder for model.safetensors and config.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
-    args = parser.parse_args(argv)
-    try:
-        notes = export(args.run_dir, args.out_dir, args.overwrite)
-    except USER_ERRORS as err:
-        return report_user_error(err)
-    for note in notes:
-        print(f"note: {note}")
-    print(f"wrote {Path(args.out_dir) / HF_WEIGHTS_FILE} and {HF_CONFIG_FILE} (Hugging Face GPT-2 layout)")
-    return 0
-
+from gptx.tools.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

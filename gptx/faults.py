@@ -4,7 +4,9 @@ GPTX_FAULT="EVENT@STEP=SIGNAL[,…]" sends SIGNAL (TERM, USR1, USR2, KILL) to th
 run reaches EVENT at optimizer step STEP. Events: `step` (before step STEP's forward pass), `eval`
 (as the evaluation after step STEP starts), `checkpoint` (right after the checkpoint of step
 STEP is complete), `save` (while that checkpoint is being written, before it is renamed into place).
-Kept in the environment, not the config, so an injected fault never changes a run's config hash.
+`nan@STEP` (no signal) makes the loss of step STEP NaN, as a diverging run's would be.
+Kept in the environment, not the config, so an injected fault never changes a run's config hash
+and never shows in a user's --help.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import os
 import signal
 
 ENV = "GPTX_FAULT"
+NAN = "nan"  # the event of a NaN loss
 
 
-def _plan() -> dict[tuple[str, int], signal.Signals]:
+def _plan() -> dict[tuple[str, int], signal.Signals | None]:
     plan = {}
     for item in filter(None, os.environ.get(ENV, "").split(",")):
-        where, name = item.split("=")
+        where, _, name = item.partition("=")
         event, step = where.split("@")
-        plan[(event, int(step))] = signal.Signals[f"SIG{name}"]
+        plan[(event, int(step))] = signal.Signals[f"SIG{name}"] if name else None
     return plan
 
 
@@ -31,3 +34,8 @@ def maybe_fire(event: str, step: int) -> None:
     sig = _plan().get((event, step))
     if sig is not None:
         os.kill(os.getpid(), sig)
+
+
+def nan_loss_at(step: int) -> bool:
+    """Whether the plan makes optimizer step `step`'s loss NaN (`nan@STEP`)."""
+    return ENV in os.environ and (NAN, step) in _plan()

@@ -1,23 +1,47 @@
-"""File-system primitives every writer shares: atomic replacement and exclusive new folders.
+"""Every file and folder name of a run and a sweep, and the torch-free ways to write and read them.
 
-Free of torch, so light processes (data-preparation workers, the sweep callback) can use them.
+Atomic replacement, exclusive new folders, JSON with non-finite numbers as null, the result and the
+metrics log. Free of torch, so light processes (data-preparation workers, the sweep callback, the
+analysis) can use them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-# Every file and folder name of a run and a sweep, named once here for every reader and writer.
-RESULT_FILE = "result.json"  # its presence and status say what became of a run
+# A run's folder.
+RESULT_FILE = "result.json"  # its presence and status say what became of a run; written by gptx.run only
 METRICS_FILE = "metrics.jsonl"  # one JSON record per logged step
 MODEL_FILE = "model.safetensors"  # the final weights
 SAMPLE_FILE = "sample.txt"  # the greedy continuation of the smoke prompt
 TEST_LOSSES_FILE = "test_losses.npy"  # float32, one mean loss per test sequence, in test-set order
+TRAIN_LOG = "train.log"  # the log (Hydra names it after hydra.job.name, "train")
+CONSOLE_LOG = "console.log"  # a launched job's stdout and stderr
+HYDRA_DIR = ".hydra"  # the composed config, Hydra's settings, the overrides
+CONFIG_FILE = Path(HYDRA_DIR) / "config.yaml"
+HYDRA_FILE = Path(HYDRA_DIR) / "hydra.yaml"
+OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
+CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints (their inside is gptx.checkpoint's)
 REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
+REPRODUCTION_FILE = "reproduction.json"  # a reproduction's verdict, in its folder
+
+# Where sweeps go, relative to the working directory (single runs: outputs/; both set in gptx/conf/config.yaml).
+SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYYY-MM-DD/HH-MM-SS
+
+# A sweep's folder.
 RUNS_CSV = "runs.csv"  # a sweep's table of runs
+LOCK_FILE = ".sweep.lock"  # held by the launch that owns the sweep
+
+# Token files (nanoGPT's raw uint16 .bin, or llm.c's with a header of 256 int32: magic, version, n_tokens).
+LLMC_MAGIC = 20240520
+LLMC_VERSION = 1
+LLMC_HEADER_INTS = 256
+LLMC_HEADER_BYTES = LLMC_HEADER_INTS * 4
 
 
 def umask() -> int:
@@ -72,3 +96,67 @@ def create_exclusive_dir(parent: Path, stem: str, limit: int = 10_000) -> Path:
             continue
         return path
     raise FileExistsError(f"{parent} already holds {limit} folders named {stem}*")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write pretty JSON (NaN and inf written as null: strict JSON readers choke on them)."""
+    write_atomic(path, (json.dumps(_null_for_non_finite(obj), indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result.json, or None when there is none or it cannot be parsed."""
+    try:
+        return json.loads((run_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class MetricsLog:
+    """Appends one JSON object a line to metrics.jsonl, flushed so a crash keeps what was logged.
+
+    With path None (ranks other than 0) it writes nothing.
+    """
+
+    def __init__(self, path: Path | None, keep_up_to_step: int | None = None):
+        self.path = path
+        self._file = None
+        if path is None:
+            return
+        if keep_up_to_step is not None and path.exists():
+            # A resumed run re-logs the steps after its checkpoint; drop the first attempt's copies.
+            # A torn last line (crash or full disk mid-append) is dropped with the rest after the checkpoint.
+            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= keep_up_to_step]
+            write_atomic(path, "".join(f"{ln}\n" for ln in kept).encode())
+        elif keep_up_to_step is None:
+            path.unlink(missing_ok=True)
+        self._file = path.open("a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        if self._file is None:
+            return
+        self._file.write(json.dumps(_null_for_non_finite(record)) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def _null_for_non_finite(obj: Any) -> Any:
+    """A copy of a JSON-ready tree with NaN and ±inf floats replaced by None."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _null_for_non_finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_null_for_non_finite(v) for v in obj]
+    return obj

@@ -1,4 +1,5 @@
-"""Peak FLOP/s of the device a run uses, and model FLOPs utilisation (MFU) against it.
+"""The machine a run uses: which device, its peak FLOP/s and the MFU against it, and the versions,
+host and device recorded in result.json (what must match for a bitwise reproduction).
 
 Peaks are NVIDIA's dense (no 2:4 sparsity) datasheet figures, as torchtitan's `get_peak_flops`:
 bf16/fp16 tensor cores, TF32 tensor cores for float32 matmuls when TF32 is allowed, and the plain
@@ -7,7 +8,17 @@ FP32 CUDA-core rate otherwise. A CPU or an unlisted GPU has no peak (None), so n
 
 from __future__ import annotations
 
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import torch
+
+import gptx
+from gptx.config import ConfigError, DeviceKind
 
 # (name fragment, variant fragment or None) -> (16-bit tensor core, TF32 tensor core, FP32) FLOP/s.
 # Checked in order: the variant rows of a GPU come before its default (SXM) row.
@@ -45,3 +56,53 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
     if peak is None or peak <= 0:
         return None
     return tokens_per_second * flops_per_token / peak
+
+
+def resolve_device(kind: DeviceKind) -> torch.device:
+    """CUDA when asked for (or available under auto), else CPU."""
+    if kind is DeviceKind.cuda and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible")
+    if kind is DeviceKind.cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, host and device: what must match for a bitwise reproduction."""
+    versions = {
+        "gptx": gptx.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "git_commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return {"versions": versions, "hostname": socket.gethostname(), "device": device_name,
+            "platform": sys.platform}
+
+
+def _git_commit() -> str | None:
+    """The commit of the gptx source tree (with -dirty when modified), if it is a git checkout."""
+    source = Path(gptx.__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        # describe --dirty ignores untracked files (e.g. a new module not yet added).
+        untracked = subprocess.run(
+            ["git", "-C", str(source), "ls-files", "--others", "--exclude-standard", "--", "gptx", "hydra_plugins"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    if commit and untracked.stdout.strip() and not commit.endswith("-dirty"):
+        commit += "-dirty"
+    return commit or None

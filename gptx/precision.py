@@ -1,4 +1,4 @@
-"""Device choice and numeric precision: what was asked for, and what actually runs."""
+"""Numeric precision: what was asked for, and what actually runs on the device."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gptx.config import AmpDtype, ConfigError, DeviceKind, TrainConfig
+from gptx.config import AmpDtype, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -23,15 +23,6 @@ class Precision:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
-
-
-def resolve_device(kind: DeviceKind) -> torch.device:
-    """CUDA when asked for (or available under auto), else CPU."""
-    if kind is DeviceKind.cuda and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible")
-    if kind is DeviceKind.cpu or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", torch.cuda.current_device())
 
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:

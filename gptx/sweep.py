@@ -1,15 +1,14 @@
-"""Sweep folders: safe names, run-folder scanning, and the runs table written after every multirun.
+"""Sweep folders: run-folder scanning, and the runs table written after every multirun.
 
 `python -m gptx.train -m sweep=NAME intervention=grad_clip,qkv_bias init_seed=22,42,67` puts the
-sweep in `multirun_outputs/NAME/`; running the same command again finishes it. `SweepCallback`
-(a Hydra callback) then writes `multirun_outputs/NAME/runs.csv` from what the run folders hold.
+sweep in `multirun_outputs/NAME/` (folder names: gptx.naming); running the same command again
+finishes it. `SweepCallback` (a Hydra callback) then writes `multirun_outputs/NAME/runs.csv` from what
+the run folders hold.
 """
 
 import atexit
 import csv
-import datetime
 import fcntl
-import hashlib
 import importlib.util
 import io
 import json
@@ -20,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gptx.files import RESULT_FILE, RUNS_CSV, create_exclusive_dir, write_atomic
+from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, write_atomic
 
-SWEEP_ROOT = "multirun_outputs"
-LOCK_FILE = ".sweep.lock"
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
 FINAL_STATUSES = ("completed", "diverged", "failed")
 # A run that ended like this is a finished experiment; `failed` and `incomplete` make the exit non-zero.
@@ -35,104 +32,8 @@ RUN_COLUMNS = (
     "wall_seconds", "init_weights_sha256", "final_weights_sha256", "config_sha256", "error",
 )
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _RESOLVER_ERROR_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
-_DATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}(_\d+)?")
-# Longest run-folder name kept as is; file systems stop at 255 bytes.
-_MAX_SUBDIR_BYTES = 200
-# Hydra joins `key=value` items with ","; a "," inside a value (a list) is not followed by `key=`.
-_OVERRIDE_ITEM_RE = re.compile(r",(?=[A-Za-z0-9_.+/~-]+=)")
-_LEADING_KEYS = {key: rank for rank, key in enumerate(
-    ("intervention", "init_seed", "train_seed", "data_seed", "replica"))}
-_default_run_dir: str | None = None  # the single-run folder this process reserved
-_default_name: str | None = None  # the dated folder this process reserved, so every lookup agrees
 _held_locks: dict[str, int] = {}  # sweep dir -> fd of its flock, held until the multirun ends
-
-
-def sweep_name(name: Any = None, mode: Any = "MULTIRUN", root: str | os.PathLike = SWEEP_ROOT) -> str:
-    """Check a user's sweep name (or make the dated default) and return it, relative to `root`.
-
-    `mode` is Hydra's run mode (`${hydra.mode}`; None when a tool composes the config): only a
-    multirun reserves its dated folder, so composing or printing the config creates nothing.
-    """
-    if name is None:
-        return _dated_sweep_name(Path(root), reserve=str(mode).endswith("MULTIRUN"))
-    name = str(name)
-    dated = _DATED_RE.fullmatch(name) is not None
-    if not dated and (_NAME_RE.fullmatch(name) is None or _DATE_RE.fullmatch(name)):
-        raise ValueError(
-            f"sweep={name!r} is not a valid sweep name: use 1-100 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (or YYYY-MM-DD/HH-MM-SS to finish a dated sweep)"
-        )
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([real_root, os.path.realpath(os.path.join(root, name))]) != real_root:
-        raise ValueError(f"sweep={name!r} leads outside {root}/ (through a symlink); pick another name")
-    return name
-
-
-def _dated_sweep_name(root: Path, reserve: bool) -> str:
-    """`YYYY-MM-DD/HH-MM-SS`, suffixed `_N` if that second is taken; `reserve` creates it exclusively."""
-    global _default_name
-    if _default_name is not None:
-        return _default_name
-    now = datetime.datetime.now()
-    day = root / now.strftime("%Y-%m-%d")
-    stamp = now.strftime("%H-%M-%S")
-    if reserve:  # exclusive: two launches in one second get two folders
-        _default_name = f"{day.name}/{create_exclusive_dir(day, stamp).name}"
-        return _default_name
-    for n in range(10_000):
-        leaf = stamp if n == 0 else f"{stamp}_{n}"
-        if not (day / leaf).exists():
-            return f"{day.name}/{leaf}"
-    raise RuntimeError(f"no free dated sweep folder under {day}")
-
-
-def run_subdir(override_dirname: Any) -> str:
-    """Turn Hydra's `override_dirname` into one safe folder name (no `/`, not empty, not too long).
-
-    The study's keys come first (intervention, then the seeds), so they stay readable when a long
-    name is cut: `intervention=grad_clip,init_seed=22,model.d_model=32,…`.
-    """
-    name = "" if override_dirname is None else str(override_dirname)
-    if not name:
-        return "default"  # a sweep with only excluded keys: one run, named like the config it ran
-    items = _OVERRIDE_ITEM_RE.split(name)
-    name = ",".join(sorted(items, key=lambda item: _LEADING_KEYS.get(item.split("=", 1)[0], len(_LEADING_KEYS))))
-    # Escaping `%` first keeps the mapping one-to-one, so two runs never share a folder.
-    name = name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
-    if len(name.encode()) > _MAX_SUBDIR_BYTES:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        head = name.encode()[: _MAX_SUBDIR_BYTES - 20].decode(errors="ignore")
-        name = f"{head}~{digest}"
-    return name
-
-
-def run_dir_name(mode: Any = "RUN", root: str = "outputs") -> str:
-    """A fresh `root/YYYY-MM-DD/HH-MM-SS[_N]` for a single run, created exclusively.
-
-    Two runs started in the same second would otherwise share (and interleave) one folder. Under
-    torchrun (WORLD_SIZE > 1) every process must name the same folder, so the plain timestamp is used
-    and rank 0's choice wins (pass hydra.run.dir to be sure).
-    """
-    global _default_run_dir
-    if _default_run_dir is not None:
-        return _default_run_dir
-    now = datetime.datetime.now()
-    day, stamp = Path(root) / now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S")
-    if not str(mode).endswith("RUN") or str(mode).endswith("MULTIRUN") or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return str(day / stamp)
-    _default_run_dir = str(create_exclusive_dir(day, stamp))
-    return _default_run_dir
-
-
-def register_resolvers() -> None:
-    """Register `gptx_sweep_name` and `gptx_run_subdir` with OmegaConf (safe to call twice)."""
-    # Cached, so the launcher, the callback and every job (Hydra copies the cache) see one dated name.
-    OmegaConf.register_new_resolver("gptx_sweep_name", sweep_name, use_cache=True, replace=True)
-    OmegaConf.register_new_resolver("gptx_run_subdir", run_subdir, replace=True)
-    OmegaConf.register_new_resolver("gptx_run_dir", run_dir_name, use_cache=True, replace=True)
 
 
 def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]:

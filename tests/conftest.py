@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, register_schema
-from gptx.sweep import register_resolvers
+from gptx.naming import register_resolvers
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gptx.bench import main
+from gptx.tools.bench import main
 
 from conftest import run_gptx
 

@@ -59,7 +59,7 @@ def test_empty_token_directory_is_refused(tmp_path):
 
 
 def test_divergence_exits_non_zero_with_the_step(tmp_path):
-    proc = run_gptx(*TINY, "train.fail_at_step=2", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    proc = run_gptx(*TINY, f"hydra.run.dir={tmp_path}", cwd=tmp_path, env={"GPTX_FAULT": "nan@2"})
     assert proc.returncode == 1
     result = json.loads((tmp_path / "result.json").read_text())
     assert (result["status"], result["diverged_at_step"]) == ("diverged", 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import math
 import shutil
@@ -10,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gptx import evaluate, export, generate
 from gptx.data import BUNDLED_CORPUS
-from gptx.loading import load_model
-from gptx.outputs import MODEL_FILE, SAMPLE_FILE
-from gptx.train import train
+from gptx.files import MODEL_FILE, SAMPLE_FILE
+from gptx.run import train
+from gptx.tools import evaluate, export, generate
+from gptx.tools.load import load_model
 
-from conftest import run_gptx, typed_config
+from conftest import REPO, run_gptx, typed_config
 
 VOCAB = 50257
 
@@ -152,3 +154,15 @@ def test_the_commands_run_as_modules(run, tmp_path, module):
     first = proc.stdout.splitlines()[0]
     assert {"gptx.evaluate": first.startswith("test_loss "), "gptx.generate": first.startswith("Every effort"),
             "gptx.export": first.startswith("note: ")}[module]
+
+
+COMMANDS = ("train", "analyze", "reproduce", "compare", "evaluate", "generate", "export", "prepare", "bench")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_is_a_module_and_a_console_script(name):
+    tomllib = pytest.importorskip("tomllib")
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts[f"gptx-{name}"].split(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    assert importlib.util.find_spec(f"gptx.{name}") is not None  # `python -m gptx.NAME` keeps working

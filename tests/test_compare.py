@@ -11,11 +11,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from gptx.compare import bitwise_equal, compare_tensors, loss_agreement, main, weights_file_sha256
 from gptx.config import ModelConfig
 from gptx.hashing import weights_sha256
 from gptx.model import build_model
-from gptx.outputs import save_weights
+from gptx.tools.compare import bitwise_equal, compare_tensors, loss_agreement, main, weights_file_sha256
+from gptx.weights import save_weights
 
 from conftest import run_gptx
 
@@ -124,7 +124,7 @@ def test_usage_errors_exit_2_without_loading_other_formats(tmp_path, capsys):
     (tmp_path / "ckpt.pt").write_bytes(b"\x80\x04not really a pickle")
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 16)
     (tmp_path / "empty_run").mkdir()
-    for other, message in [(tmp_path / "missing.safetensors", "does not exist"),
+    for other, message in [(tmp_path / "missing.safetensors", "no such file or folder"),
                            (tmp_path / "ckpt.pt", "is not a .safetensors file"),
                            (tmp_path / "broken.safetensors", "unreadable safetensors file"),
                            (tmp_path / "empty_run", "has no model.safetensors")]:

@@ -19,8 +19,8 @@ from safetensors.torch import save_model
 
 from gptx import compare, evaluate, export, generate, reproduce
 from gptx.config import CONF_DIR
-from gptx.loading import load_model
-from gptx.outputs import MODEL_FILE, RESULT_FILE
+from gptx.files import MODEL_FILE, RESULT_FILE
+from gptx.tools.load import load_model
 
 from conftest import run_gptx
 

@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gptx.config import ModelConfig
-from gptx.hf import HFLayoutError, hf_config, load_hf_model, save_hf, to_hf_state_dict
-from gptx.loading import load_model
 from gptx.model import GPTModel, build_model
+from gptx.tools.hf import HFLayoutError, hf_config, load_hf_model, save_hf, to_hf_state_dict
+from gptx.tools.load import load_model
 
 IDX = torch.tensor([[5, 17, 3, 96, 42, 0, 7, 64, 11, 2]])
 

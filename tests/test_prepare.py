@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from gptx.config import DataConfig, DataFormat
-from gptx.data import LLMC_MAGIC, load_data
-from gptx.prepare import MANIFEST, Options, PrepareError, Reporter, main, prepare
+from gptx.data import load_data
+from gptx.files import LLMC_MAGIC
 from gptx.tokenizer import END_OF_TEXT, gpt2_tokenizer
+from gptx.tools.prepare import MANIFEST, Options, PrepareError, Reporter, main, prepare
 
 from conftest import REPO, run_gptx
 
@@ -92,7 +93,7 @@ def test_parquet_input(tmp_path):
 
 
 def test_workers_do_not_change_a_byte(tmp_path, monkeypatch):
-    monkeypatch.setattr("gptx.prepare.BATCH_CHARS", 100)  # many batches in flight across the workers
+    monkeypatch.setattr("gptx.tools.prepare.BATCH_CHARS", 100)  # many batches in flight across the workers
     write_inputs(tmp_path / "in")
     prepare([tmp_path / "in"], tmp_path / "one", options(), workers=1, reporter=quiet())
     prepare([tmp_path / "in"], tmp_path / "two", options(), workers=2, reporter=quiet())
@@ -101,7 +102,7 @@ def test_workers_do_not_change_a_byte(tmp_path, monkeypatch):
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    monkeypatch.setattr("gptx.prepare.BATCH_CHARS", 100)
+    monkeypatch.setattr("gptx.tools.prepare.BATCH_CHARS", 100)
     write_inputs(tmp_path / "in")
     full = prepare([tmp_path / "in"], tmp_path / "full", options(), reporter=quiet())
     out = tmp_path / "resumed"

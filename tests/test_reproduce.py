@@ -19,7 +19,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from gptx.reproduce import environment_differences, main, new_reproduction_dir
+from gptx.tools.reproduce import environment_differences, main, new_reproduction_dir
 
 from conftest import TINY, Bomb, run_gptx
 
@@ -239,12 +239,12 @@ def test_scenario_10_pickle_never_opened(run, tmp_path, capsys, no_unpickling):
 
 
 def test_scenario_9_a_reproduction_that_raises_is_different_with_its_traceback(run, capsys, monkeypatch):
-    import gptx.train
+    import gptx.run
 
     def broken(cfg, run_dir):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(gptx.train, "train", broken)
+    monkeypatch.setattr(gptx.run, "train", broken)
     assert main([str(run)]) == 1
     assert "error: the reproduction failed: RuntimeError: simulated crash" in capsys.readouterr().err
     report = json.loads((reproductions(run)[0] / "reproduction.json").read_text())

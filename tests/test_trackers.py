@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,9 @@ def test_wandb_offline_history_read_back(tmp_path):
     pytest.importorskip("wandb")
     write_run("wandb", tmp_path)
     (path,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + 60  # wandb's service process may still be flushing after finish()
+    while not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     history = [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
                for r in wandb_records(path) if r.WhichOneof("record_type") == "history"]
     assert [(h["_step"], float(h["train_loss"])) for h in history] == [("1", 5.5), ("2", 5.25)]

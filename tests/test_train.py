@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 from gptx.config import ConfigError
-from gptx.train import build_run, train
+from gptx.loop import build_training
+from gptx.run import train
 
 from conftest import typed_config
 
@@ -88,20 +90,65 @@ def test_train_seed_null_continues_the_init_stream(tmp_path):
     ("weight_tying", lambda run: run.model.out_head.weight is run.model.tok_emb.weight),
 ])
 def test_intervention_reaches_the_model_and_optimizer(intervention, check, tmp_path):
-    assert check(build_run(typed_config(f"intervention={intervention}"), tmp_path))
+    assert check(build_training(typed_config(f"intervention={intervention}"), tmp_path))
 
 
-def test_grad_clip_changes_the_update(tmp_path):
+def test_grad_clip_changes_the_update_and_counts_the_steps_it_was_active(tmp_path):
     clipped = train(typed_config("train.grad_clip=0.001", "train.max_steps=2"), tmp_path / "clip")
     free = train(typed_config("train.max_steps=2"), tmp_path / "free")
     # The logged norm is the pre-clip norm: above the threshold, so clipping was active.
-    norms = [json.loads(x)["grad_norm"] for x in (tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()]
-    assert all(n > 0.001 for n in norms)
+    records = [json.loads(x) for x in (tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["grad_norm"] > 0.001 for r in records)
+    assert [r["grad_clip_active_steps"] for r in records] == [1, 2]
+    assert clipped["grad_clip_active_steps"] == 2
+    assert clipped["grad_norm_max"] == pytest.approx(max(r["grad_norm"] for r in records), rel=1e-6)
     assert clipped["final_weights_sha256"] != free["final_weights_sha256"]
+    assert free["grad_clip_active_steps"] is None and free["grad_norm_max"] is None
+    assert "grad_clip_active_steps" not in json.loads((tmp_path / "free" / "metrics.jsonl").read_text().splitlines()[0])
 
 
-def test_nan_loss_stops_before_the_update(tmp_path):
-    result = train(typed_config("train.fail_at_step=3"), tmp_path)
+def test_a_resumed_run_counts_clipping_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    # A threshold between the steps' norms, so some steps clip and some do not.
+    cfg = typed_config("train.grad_clip=0.6", "train.max_steps=6", "train.checkpoint_every=2")
+    whole = train(cfg, tmp_path / "whole")
+    monkeypatch.setenv("GPTX_FAULT", "step@4=TERM")
+    with pytest.raises(SystemExit):
+        train(cfg, tmp_path / "cut")
+    monkeypatch.delenv("GPTX_FAULT")
+    resumed = train(cfg, tmp_path / "cut")
+    assert 0 < whole["grad_clip_active_steps"] < 6
+    for key in ("grad_clip_active_steps", "grad_norm_max", "final_weights_sha256", "test_loss"):
+        assert resumed[key] == whole[key], key
+    per_step = [[(r["step"], r.get("train_loss"), r.get("grad_clip_active_steps"))
+                 for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+                for d in (tmp_path / "whole", tmp_path / "cut")]
+    assert per_step[0] == per_step[1]
+
+
+def test_per_sequence_test_losses_average_to_the_test_loss(baseline_run):
+    run_dir, result = baseline_run
+    losses = np.load(run_dir / "test_losses.npy", allow_pickle=False)
+    assert losses.dtype == np.float32 and losses.shape == (8,)  # data.test_sequences=8, in test-set order
+    assert float(losses.astype(np.float64).mean()) == pytest.approx(result["test_loss"], rel=1e-6)
+    assert result["test_tokens"] == 8 * 32
+
+
+def test_a_non_finite_test_loss_makes_the_run_diverged(tmp_path, monkeypatch):
+    import gptx.run
+
+    def nan_losses(*args, **kwargs):
+        return float("nan"), np.full(8, np.nan, dtype=np.float32)
+
+    monkeypatch.setattr(gptx.run, "split_losses", nan_losses)
+    result = train(typed_config("train.max_steps=1"), tmp_path)
+    assert (result["status"], result["error"]) == ("diverged", "non-finite test loss")
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert (saved["status"], saved["test_loss"]) == ("diverged", None)
+
+
+def test_nan_loss_stops_before_the_update(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTX_FAULT", "nan@3")
+    result = train(typed_config(), tmp_path)
     assert result["status"] == "diverged" and result["diverged_at_step"] == 3
     assert "non-finite loss" in result["error"]
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -16,9 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from gptx.files import RESULT_FILE
-
-CONSOLE_LOG = "console.log"
+from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE
 
 
 @dataclass
@@ -101,7 +99,7 @@ def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | N
     """The run's result when it completed with exactly this config (same saved .hydra/config.yaml)."""
     try:
         result = json.loads((run_dir / RESULT_FILE).read_text())
-        saved_config = (run_dir / ".hydra" / "config.yaml").read_text()
+        saved_config = (run_dir / CONFIG_FILE).read_text()
     except (OSError, ValueError):
         return None
     if not isinstance(result, dict) or result.get("status") != "completed":
@@ -139,7 +137,7 @@ def job_status(job: Job) -> str:
     return "failed" if ret is not None else "not started"
 
 
-def format_report(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
+def format_job_table(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
     """The end-of-multirun table: run, status, test loss, wall time (s), log path; then a count line."""
     header = ("run", "status", "test_loss", "wall_s", "log")
     rows = []

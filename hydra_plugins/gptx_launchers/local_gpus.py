@@ -36,7 +36,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from .jobs import Job, check_distinct_run_dirs, format_report, job_return, plan_job
+from .jobs import Job, check_distinct_run_dirs, format_job_table, job_return, plan_job
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class LocalGpusLauncher(Launcher):
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
             _remove_if_empty(state_dir.parent)
-            print(format_report(jobs, sweep_dir), flush=True)
+            print(format_job_table(jobs, sweep_dir), flush=True)
         return [job.job_return for job in jobs]  # type: ignore[misc]
 
     def _run_all(self, jobs: list[Job], slots: list[tuple[str, ...]], state_dir: Path) -> None:

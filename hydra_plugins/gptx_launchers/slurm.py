@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from .jobs import Job, check_distinct_run_dirs, format_report, job_return, plan_job
+from .jobs import Job, check_distinct_run_dirs, format_job_table, job_return, plan_job
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class GptxSlurmLauncher(SlurmLauncher):
             submitted = executor.map_array(self, *zip(*params, strict=True))
             log.info("Submitted SLURM job(s) %s", ", ".join(s.job_id for s in submitted))
             wait_for_jobs(to_run, submitted)
-        print(format_report(jobs, sweep_dir, label="slurm"), flush=True)
+        print(format_job_table(jobs, sweep_dir, label="slurm"), flush=True)
         return [job.job_return for job in jobs]  # type: ignore[misc]
 
     def _executor(self, submitit: Any) -> Any:

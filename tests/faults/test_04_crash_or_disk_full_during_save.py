@@ -30,8 +30,8 @@ from faultkit import (
 )
 
 from gptx.checkpoint import load_latest
-from gptx.outputs import MetricsLog
-from gptx.train import train
+from gptx.files import MetricsLog
+from gptx.run import train
 
 pytestmark = pytest.mark.slow
 

@@ -3,9 +3,10 @@ other sweep jobs continue. With fp16 + GradScaler, inf gradients alone must not 
 
 tests/test_train.py::test_nan_loss_stops_before_the_update checks one run in-process (no weights
 written, status diverged) and tests/test_cli.py::test_divergence_exits_non_zero_with_the_step the
-single-run exit status. Here: a 4-job sweep in which two jobs hit the NaN hook (`train.fail_at_step`,
-off by default) at step 2 and the two after them still run; diverged is a finished experiment, so
-the sweep exits 0. The fp16 case needs CUDA: gptx computes in float32 without a GradScaler on CPU.
+single-run exit status. Here: a 4-job sweep in which two jobs hit the NaN hook (`GPTX_FAULT=nan@2`,
+in the environment, not the config) at step 2 and the two after them still run; diverged is a
+finished experiment, so the sweep exits 0. The fp16 case needs CUDA: gptx computes in float32
+without a GradScaler on CPU.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import pytest
 import torch
 from faultkit import CALLBACK, TINY, per_step, result, run_gptx, runs_csv, saved_config, typed_config
 
-import gptx.train
+import gptx.run
 from gptx.sweep import find_run_dirs
 
 pytestmark = pytest.mark.slow
 
 
 def test_scenario_05_nan_at_step_2_stops_those_jobs_and_the_sweep_goes_on(tmp_path):
-    assert typed_config().train.fail_at_step is None  # the hook is off unless asked for
+    assert not hasattr(typed_config().train, "fail_at_step")  # the hook is no config key
+    # GPTX_FAULT reaches every job, so the NaN is aimed by run length: the 1-step jobs end before step 2.
     # Diverging jobs first: the completed ones run after them.
-    proc = run_gptx("-m", "sweep=nan", "train.fail_at_step=2,null", "init_seed=1,2", *TINY, CALLBACK,
-                    cwd=tmp_path)
+    proc = run_gptx("-m", "sweep=nan", *TINY, "train.max_steps=4,1", "init_seed=1,2", CALLBACK, cwd=tmp_path,
+                    env={"GPTX_FAULT": "nan@2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 runs (2 completed, 2 diverged)" in proc.stdout
     sweep = tmp_path / "multirun_outputs" / "nan"
@@ -32,23 +34,23 @@ def test_scenario_05_nan_at_step_2_stops_those_jobs_and_the_sweep_goes_on(tmp_pa
     assert len(rows) == 4 == len(find_run_dirs(sweep))
     for name, row in rows.items():
         run_dir = sweep / name
-        if saved_config(run_dir)["train"]["fail_at_step"] == 2:
+        if saved_config(run_dir)["train"]["max_steps"] == 4:
             assert (row["status"], row["error"]) == ("diverged", "non-finite loss nan at step 2")
             assert result(run_dir)["diverged_at_step"] == 2
             assert [s for s, *_ in per_step(run_dir)] == [1]  # step 2's update never happened
             assert not (run_dir / "model.safetensors").exists()
         else:
             assert row["status"] == "completed" and float(row["test_loss"]) > 0
-            assert [s for s, *_ in per_step(run_dir)] == [1, 2, 3, 4]
+            assert [s for s, *_ in per_step(run_dir)] == [1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 + GradScaler runs only on CUDA in gptx")
 def test_scenario_05_fp16_inf_gradients_are_skipped_not_fatal(tmp_path, monkeypatch):
     runs = []
-    real_build_run = gptx.train.build_run
+    real_build_training = gptx.run.build_training
 
-    def build_run_with_an_overflow(*args, **kwargs):
-        run = real_build_run(*args, **kwargs)
+    def build_training_with_an_overflow(*args, **kwargs):
+        run = real_build_training(*args, **kwargs)
         calls = []
 
         def overflow_once(grad):  # the 3rd backward = step 2's first micro-batch
@@ -63,9 +65,9 @@ def test_scenario_05_fp16_inf_gradients_are_skipped_not_fatal(tmp_path, monkeypa
         runs.append(run)
         return run
 
-    monkeypatch.setattr(gptx.train, "build_run", build_run_with_an_overflow)
+    monkeypatch.setattr(gptx.run, "build_training", build_training_with_an_overflow)
     cfg = typed_config("train.device=cuda", "train.amp_dtype=fp16")
-    out = gptx.train.train(cfg, tmp_path)
+    out = gptx.run.train(cfg, tmp_path)
     assert out["status"] == "completed" and out["steps"] == 4, out.get("error")
     assert out["precision"].startswith("amp_fp16")
     [run] = runs

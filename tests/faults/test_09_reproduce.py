@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from faultkit import TINY, result, run_gptx, tree_digest, write_corpus
 
-from gptx.reproduce import main
+from gptx.tools.reproduce import main
 
 pytestmark = pytest.mark.slow
 

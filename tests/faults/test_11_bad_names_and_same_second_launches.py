@@ -19,18 +19,17 @@ from faultkit import CALLBACK, TINY, per_step, python_script, result, run_gptx
 
 pytestmark = pytest.mark.slow
 
-# `python -m gptx.train …` with gptx's and Hydra's clocks stopped at 2025-01-02 03:04:05.
+# `python -m gptx.train …` with Hydra's clock stopped at 2025-01-02 03:04:05.
 FROZEN_CLOCK = '''
 import datetime, runpy
-import gptx.sweep, hydra.core.utils
+import hydra.core.utils
 
 class Frozen(datetime.datetime):
     @classmethod
     def now(cls, tz=None):
         return cls(2025, 1, 2, 3, 4, 5)
 
-gptx.sweep.datetime = type("frozen_datetime_module", (), {"datetime": Frozen})
-hydra.core.utils.datetime = Frozen  # Hydra's ${now:} resolver, which names single-run folders
+hydra.core.utils.datetime = Frozen  # Hydra's ${now:} resolver, which names run and sweep folders
 sys.argv = ["gptx.train", *sys.argv[1:]]
 runpy.run_module("gptx.train", run_name="__main__", alter_sys=True)
 '''

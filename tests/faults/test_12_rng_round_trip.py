@@ -24,11 +24,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import gptx.checkpoint as ckpt
-import gptx.train
+import gptx.loop
 from gptx.config import config_sha256, to_plain_dict
-from gptx.outputs import load_weights
+from gptx.loop import build_training, resume_from
+from gptx.run import train
 from gptx.seeding import capture_rng_state
-from gptx.train import build_run, resume_from, train
+from gptx.weights import load_weights
 
 RUN = ("train.max_steps=6", "train.checkpoint_every=2", "train.eval_every=3")
 RNG_KEYS = ["python.version", "python.state", "python.gauss", "numpy.keys", "numpy.pos_has_gauss", "numpy.gauss",
@@ -90,7 +91,7 @@ def test_scenario_12_a_missing_rng_entry_makes_the_resume_raise(tmp_path, monkey
     cfg = typed_config(*RUN)
     stop_before_step_4(cfg, tmp_path, monkeypatch)
     cfg_sha = config_sha256(to_plain_dict(cfg))
-    run = build_run(cfg, tmp_path)
+    run = build_training(cfg, tmp_path)
     for key in sorted(expected_rng_keys()):
         checkpoint = ckpt.load_latest(tmp_path, cfg_sha)
         del checkpoint.tensors[f"rng.{key}"]
@@ -101,7 +102,7 @@ def test_scenario_12_a_missing_rng_entry_makes_the_resume_raise(tmp_path, monkey
     def capture_all_but_torch_cpu():
         return {k: v for k, v in capture_rng_state().items() if k != "torch.cpu"}
 
-    monkeypatch.setattr(gptx.train, "capture_rng_state", capture_all_but_torch_cpu)
+    monkeypatch.setattr(gptx.loop, "capture_rng_state", capture_all_but_torch_cpu)
     stop_before_step_4(cfg, tmp_path / "forgetful", monkeypatch)
     monkeypatch.undo()
     metrics = (tmp_path / "forgetful" / "metrics.jsonl").read_text()
@@ -121,7 +122,7 @@ def test_scenario_12_tied_weights_survive_save_and_resume_without_pickle(tmp_pat
         model_keys = {k for k in f.keys() if k.startswith("model.")}
     assert "model.tok_emb.weight" in model_keys and "model.out_head.weight" not in model_keys  # stored once
 
-    run = build_run(cfg, run_dir)
+    run = build_training(cfg, run_dir)
     checkpoint = ckpt.load_latest(run_dir, config_sha256(to_plain_dict(cfg)))
     ckpt.restore(checkpoint, run.model, run.optimizer)
     assert run.model.out_head.weight is run.model.tok_emb.weight
@@ -132,6 +133,6 @@ def test_scenario_12_tied_weights_survive_save_and_resume_without_pickle(tmp_pat
     assert resumed["final_weights_sha256"] == reference["final_weights_sha256"]
     assert resumed["test_loss"] == reference["test_loss"]
     assert per_step(run_dir) == per_step(tmp_path / "reference")
-    final = build_run(cfg, tmp_path / "reload").model
+    final = build_training(cfg, tmp_path / "reload").model
     load_weights(final, run_dir / "model.safetensors")
     assert final.out_head.weight is final.tok_emb.weight

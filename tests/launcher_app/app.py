@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from gptx.sweep import register_resolvers
+from gptx.naming import register_resolvers
 
 register_resolvers()
 

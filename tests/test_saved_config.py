@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from gptx.config import ConfigError
-from gptx.runconfig import MAX_YAML_BYTES, hydra_yaml_report, load_run_config, pickle_files
+from gptx.saved_config import MAX_YAML_BYTES, hydra_yaml_report, load_run_config, pickle_files
 
 from conftest import Bomb, compose_config, typed_config
 
@@ -127,11 +127,19 @@ def test_an_intervention_undone_by_a_later_value_is_rejected(tmp_path):
 
 def test_keys_missing_from_an_older_config_take_defaults_with_a_warning(tmp_path):
     config = saved_config()
-    del config["train"]["fail_at_step"]
+    del config["train"]["compile"]
     warnings: list[str] = []
     cfg = load_run_config(write_run(tmp_path, config), warn=warnings.append)
-    assert cfg.train.fail_at_step is None
-    assert len(warnings) == 1 and "has no train.fail_at_step" in warnings[0]
+    assert cfg.train.compile is False
+    assert len(warnings) == 1 and "has no train.compile" in warnings[0]
+
+
+def test_a_retired_key_of_an_older_config_is_dropped_with_a_warning(tmp_path):
+    config = saved_config()
+    config["train"]["fail_at_step"] = None  # the NaN hook, now GPTX_FAULT=nan@STEP
+    warnings: list[str] = []
+    assert load_run_config(write_run(tmp_path, config), warn=warnings.append) == typed_config()
+    assert len(warnings) == 1 and "train.fail_at_step, no longer a config key" in warnings[0]
 
 
 def test_pickle_files_are_reported_and_never_opened(tmp_path, no_unpickling):

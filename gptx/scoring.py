@@ -1,7 +1,11 @@
-"""Loss on a data split and the greedy smoke-test sample: shared by training and the CLI tools."""
+"""Scoring a model: next-token loss on a data split (also per sequence) and the greedy smoke-test sample.
+
+Shared by training and the command-line tools.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,18 +26,37 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
 def split_loss(model: GPTModel, split: Split, n_sequences: int | None, batch_size: int,
                device: torch.device, precision: Precision) -> float:
     """Mean token loss over the split's first n_sequences (None = all), in order; no RNG is drawn."""
+    return _split_losses(model, split, n_sequences, batch_size, device, precision, per_sequence=False)[0]
+
+
+@torch.no_grad()
+def split_losses(model: GPTModel, split: Split, n_sequences: int | None, batch_size: int,
+                device: torch.device, precision: Precision) -> tuple[float, np.ndarray]:
+    """split_loss, and each sequence's mean token loss (float32, in split order) for paired statistics.
+
+    The mean of the per-sequence losses equals the first value up to summation order.
+    """
+    return _split_losses(model, split, n_sequences, batch_size, device, precision, per_sequence=True)
+
+
+def _split_losses(model: GPTModel, split: Split, n_sequences: int | None, batch_size: int,
+                  device: torch.device, precision: Precision, per_sequence: bool) -> tuple[float, np.ndarray]:
     was_training = model.training
     model.eval()
     n = split.n_sequences if n_sequences is None else min(n_sequences, split.n_sequences)
     total = torch.zeros((), dtype=torch.float64, device=device)
+    sequence_losses = []
     for start in range(0, n, batch_size):
         x, y = split.sequences(torch.arange(start, min(start + batch_size, n)).numpy())
         x, y = x.to(device), y.to(device)
         with precision.autocast(device):
             logits = model(x)
         total += lm_loss(logits, y, reduction="sum").double()
+        if per_sequence:
+            sequence_losses.append(lm_loss(logits, y, reduction="none").view(y.shape).mean(dim=1))
     model.train(was_training)
-    return float(total) / (n * split.seq_len)
+    losses = torch.cat(sequence_losses).cpu().numpy() if sequence_losses else np.zeros(0, dtype=np.float32)
+    return float(total) / (n * split.seq_len), losses
 
 
 @torch.no_grad()

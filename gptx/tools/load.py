@@ -6,7 +6,7 @@
 
 Which layout a file holds is read from its tensor names, never guessed from its name. A gptx model's
 architecture comes from its saved config, read as plain data: a run folder's through
-`gptx.runconfig.load_run_config`, a lone file's `gptx_config` metadata under the same rules (safe YAML,
+`gptx.saved_config.load_run_config`, a lone file's `gptx_config` metadata under the same rules (safe YAML,
 schema keys only, no interpolation), so nothing a file names is ever imported, run or resolved.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from gptx.config import ConfigError, GptxConfig
-from gptx.hf import HF_PREFIX, HFLayoutError, load_hf_model
 from gptx.model import GPTModel
-from gptx.outputs import MODEL_FILE, load_weights, tie_aliases
-from gptx.runconfig import config_from_text, load_run_config
+from gptx.saved_config import config_from_text, load_run_config
+from gptx.tools.hf import HF_PREFIX, HFLayoutError, load_hf_model
+from gptx.weights import WeightsNotFound, load_weights, tie_aliases, weights_path
 
 GPTX_METADATA_KEY = "gptx_config"
 
@@ -32,7 +32,7 @@ class LoadError(ValueError):
 
 
 # The errors a command-line tool reports as one line (exit status 2) instead of a traceback.
-USER_ERRORS = (ConfigError, LoadError, HFLayoutError)
+USER_ERRORS = (ConfigError, LoadError, HFLayoutError, WeightsNotFound)
 
 
 @dataclass
@@ -45,20 +45,6 @@ class LoadedModel:
     weights: Path
     config: GptxConfig | None
     """The training config of gptx weights (model, data, train); None for HF weights."""
-
-
-def weights_path(path: str | Path) -> Path:
-    """The .safetensors file a path names: the file itself, or a folder's model.safetensors."""
-    path = Path(path)
-    if path.is_dir():
-        weights = path / MODEL_FILE
-        if not weights.is_file():
-            raise LoadError(f"{path} has no {MODEL_FILE}: not a completed run or exported model "
-                            "(a run writes its weights when it completes)")
-        return weights
-    if not path.is_file():
-        raise LoadError(f"{path}: no such file or folder")
-    return path
 
 
 def load_model(path: str | Path) -> LoadedModel:

@@ -23,10 +23,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gptx.config import CONF_DIR, ConfigError, GptxConfig, check_interventions_applied, to_plain_dict
-from gptx.outputs import MODEL_FILE
+from gptx.files import CONFIG_FILE, HYDRA_FILE, MODEL_FILE
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
-HYDRA_FILE = Path(".hydra") / "hydra.yaml"
 MAX_YAML_BYTES = 1 << 20
 # Files that can run code when loaded: never opened, only reported.
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -36,6 +34,8 @@ FORBIDDEN_KEYS = {
     "defaults": "would compose other config files",
 }
 INTERVENTION_NAME = re.compile(r"[A-Za-z0-9_]+")
+# Keys an older gptx saved that are no longer in the schema: dropped with a warning, so old folders still load.
+RETIRED_KEYS = {"train.fail_at_step": "the NaN fault hook moved to the environment (GPTX_FAULT=nan@STEP)"}
 
 Warn = Callable[[str], None]
 
@@ -63,6 +63,9 @@ def config_from_text(text: str, source: str | Path, warn: Warn = print_warning) 
     tree = parse_safe_yaml(text, source)
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(tree).__name__}")
+    for dotted, why in RETIRED_KEYS.items():
+        if _pop_dotted(tree, dotted):
+            warn(f"{source} has {dotted}, no longer a config key ({why}); ignored")
     missing: list[str] = []
     _check_tree(tree, GptxConfig, "", missing, source)
     for key in missing:
@@ -171,6 +174,19 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: unreadable: {err}") from None
+
+
+def _pop_dotted(tree: dict, dotted: str) -> bool:
+    """Remove a dotted key from nested mappings; whether it was there."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.get(key)
+        if not isinstance(tree, dict):
+            return False
+    if leaf not in tree:
+        return False
+    del tree[leaf]
+    return True
 
 
 def _check_tree(tree: dict, schema: type, prefix: str, missing: list[str], source: str) -> None:

@@ -1,0 +1,277 @@
+"""The training loop: everything a run builds before its first step, then one `train_step` after another.
+
+`build_training` makes the device, data, seeds, model and optimizer in the order that fixes the run's
+random streams; `training_loop` steps from where the run stands to its end, evaluating, logging
+metrics and checkpointing on the way; `train_step` is one optimizer step. Free of Hydra and of
+result.json: the run folder's lifecycle around the loop is gptx.run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from gptx import checkpoint as ckpt
+from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
+from gptx.data import TokenData, TrainOrder, load_data
+from gptx.distributed import World, all_agree, barrier, gather_objects, mean_over_ranks, rank_seed
+from gptx.faults import maybe_fire, nan_loss_at
+from gptx.files import MetricsLog
+from gptx.hardware import mfu, peak_flops, resolve_device
+from gptx.hashing import parameter_sha256s, weights_sha256
+from gptx.model import GPTModel, build_model, flops_per_token
+from gptx.precision import Precision, resolve_precision
+from gptx.progress import Progress
+from gptx.schedule import lr_at, total_steps
+from gptx.scoring import lm_loss, split_loss
+from gptx.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
+from gptx.signals import StopRequest
+
+log = logging.getLogger("gptx.train")
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; the step's update was not applied."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"non-finite loss {loss} at step {step}")
+        self.step = step
+
+
+@dataclass
+class Training:
+    """Everything built for a run before its first step."""
+
+    cfg: GptxConfig
+    run_dir: Path
+    world: World
+    device: torch.device
+    precision: Precision
+    data: TokenData
+    model: GPTModel
+    forward: torch.nn.Module  # the model itself, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    n_steps: int
+    seq_len: int
+    micro_batch: int  # sequences a forward pass on this process
+    init_weights_sha256: str
+    init_param_sha256: dict[str, str]
+
+
+@dataclass
+class LoopPosition:
+    """Where the loop stands: the step, what the current logging interval has summed, the clipping counts."""
+
+    step: int = 0
+    wall_seconds: float = 0.0
+    interval_loss: float = 0.0
+    interval_steps: int = 0
+    grad_clip_active_steps: int = 0
+    grad_norm_max: float = 0.0
+
+
+def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Training:
+    """Device, data, seeds, model and optimizer, in the order that fixes the run's random streams."""
+    world = world or World()
+    per_rank = cfg.train.batch_size // world.size
+    micro_batch = cfg.train.micro_batch_size or per_rank  # null: each process's whole share at once
+    if cfg.train.batch_size % world.size or per_rank % micro_batch:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must split into {world.size} processes "
+                          f"x whole micro-batches of train.micro_batch_size={micro_batch}")
+    configure_determinism(cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train, device)
+    seq_len = cfg.train.seq_len or cfg.model.context_length
+    data = load_data(cfg.data, seq_len, cfg.model.vocab_size)
+    seed_everything(cfg.init_seed)
+    model = build_model(cfg.model, cfg.init_seed)
+    init_sha, init_params = weights_sha256(model), parameter_sha256s(model)
+    if cfg.train_seed is not None:
+        seed_everything(cfg.train_seed)
+    if world.rank > 0:  # distinct dropout masks per rank; rank 0 keeps the single-process stream
+        seed_everything(rank_seed(cfg.init_seed if cfg.train_seed is None else cfg.train_seed, world.rank))
+    model.to(device)
+    forward = model
+    if world.distributed:
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        forward = torch.compile(forward)
+    t = cfg.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
+                                  weight_decay=t.weight_decay, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
+    n_steps = total_steps(t, t.batch_size * seq_len)
+    return Training(cfg, run_dir, world, device, precision, data, model, forward, optimizer, scaler, n_steps,
+                    seq_len, micro_batch, init_sha, init_params)
+
+
+def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:
+    """Restore weights, optimizer, scaler and this rank's RNG streams; returns where the loop stood."""
+    if resume.state.init_weights_sha256 != tr.init_weights_sha256:
+        raise ckpt.CheckpointError(f"{resume.path} was written by a run with other initial weights")
+    if resume.state.world_size != tr.world.size:
+        raise ckpt.CheckpointError(f"{resume.path} was written by {resume.state.world_size} processes, "
+                                   f"this run has {tr.world.size}: bit-exact resume needs the same number")
+    rng = ckpt.restore(resume, tr.model, tr.optimizer)
+    prefix = f"rank{tr.world.rank}."
+    restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)})
+    if resume.state.scaler:
+        tr.scaler.load_state_dict(resume.state.scaler)
+    s = resume.state
+    return LoopPosition(s.step, s.wall_seconds, s.interval_loss, s.interval_steps, s.grad_clip_active_steps,
+                        s.grad_norm_max)
+
+
+def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool) -> tuple[float, torch.Tensor | None]:
+    """Optimizer step number `step` on this rank's sequences `indices`: forward, backward, clip, update.
+
+    Returns the step's loss (mean over ranks) and the pre-clip gradient norm (None when neither
+    clipping nor `need_norm` asks for it). Raises Diverged, before the update, on a non-finite loss.
+    """
+    t, opt, world = tr.cfg.train, tr.optimizer, tr.world
+    for group in opt.param_groups:
+        group["lr"] = lr
+    x_all, y_all = tr.data.train.sequences(indices)
+    if tr.device.type == "cuda":  # pinned pages let the copies below run asynchronously
+        x_all, y_all = x_all.pin_memory(), y_all.pin_memory()
+    n_micro = len(indices) // tr.micro_batch
+    poison = nan_loss_at(step)  # fault injection (GPTX_FAULT=nan@STEP); off in real runs
+    loss_sum = torch.zeros((), device=tr.device)
+    for micro in range(n_micro):
+        rows = slice(micro * tr.micro_batch, (micro + 1) * tr.micro_batch)
+        x = x_all[rows].to(tr.device, non_blocking=True)
+        y = y_all[rows].to(tr.device, non_blocking=True)
+        # Gradients are averaged across ranks once, on the last micro-batch.
+        sync = not world.distributed or micro == n_micro - 1
+        with tr.precision.autocast(tr.device), (contextlib.nullcontext() if sync else tr.forward.no_sync()):
+            loss = lm_loss(tr.forward(x), y) / n_micro
+            if poison:
+                loss = loss * float("nan")
+            tr.scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    # The one host sync a step: the finite check needs it (and every rank must agree on it).
+    step_loss = float(mean_over_ranks(world, loss_sum))
+    if step_loss != step_loss or step_loss in (float("inf"), float("-inf")):
+        raise Diverged(step, step_loss)
+    tr.scaler.unscale_(opt)
+    grad_norm = None
+    if t.grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), t.grad_clip)
+    elif need_norm:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in tr.model.parameters() if p.grad is not None])
+    tr.scaler.step(opt)
+    tr.scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return step_loss, grad_norm
+
+
+class ClipCounter:
+    """How often clipping was active and the largest pre-clip norm, summed on the device (no host sync)."""
+
+    def __init__(self, position: LoopPosition, device: torch.device):
+        self.active = torch.tensor(position.grad_clip_active_steps, dtype=torch.int64, device=device)
+        self.norm_max = torch.tensor(position.grad_norm_max, dtype=torch.float32, device=device)
+
+    def add(self, grad_norm: torch.Tensor, clip: float) -> None:
+        """Count one step's pre-clip norm."""
+        self.active += grad_norm > clip
+        self.norm_max = torch.maximum(self.norm_max, grad_norm.float())
+
+    def totals(self) -> tuple[int, float]:
+        """(active steps, largest norm) on the host: a sync, so only when logging or checkpointing."""
+        return int(self.active), float(self.norm_max)
+
+
+def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, stop: StopRequest,
+                  wall: Callable[[], float]) -> dict[str, Any]:
+    """Optimizer steps from `position` to the end; returns the final losses, throughput and clipping counts."""
+    cfg, t, world = tr.cfg, tr.cfg.train, tr.world
+    order = TrainOrder(tr.data.train.n_sequences, t.batch_size, cfg.data_seed)
+    tokens_per_step = t.batch_size * tr.seq_len
+    per_token, peak = flops_per_token(tr.model, tr.seq_len), training_peak_flops(tr)
+    per_rank = t.batch_size // world.size
+    step, interval_loss, interval_steps = position.step, position.interval_loss, position.interval_steps
+    clipping = ClipCounter(position, tr.device) if t.grad_clip is not None else None
+    progress = Progress(tr.n_steps, step, enabled=world.is_main)
+    interval_start, saved_at = time.perf_counter(), None
+    val_loss = train_loss = None
+
+    def here() -> LoopPosition:
+        clip_totals = clipping.totals() if clipping else ()
+        return LoopPosition(step, wall(), interval_loss, interval_steps, *clip_totals)
+
+    tr.model.train()
+    while step < tr.n_steps:
+        maybe_fire("step", step + 1)
+        if all_agree(world, stop.requested):
+            if saved_at != step:  # a periodic checkpoint of this very step is already on disk
+                save_checkpoint(tr, here())
+            log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
+            stop.hand_over()
+        lr = lr_at(step, tr.n_steps, t)
+        log_now = (step + 1) % t.log_every == 0 or step + 1 == tr.n_steps
+        indices = order.step_indices(step)[world.rank * per_rank : (world.rank + 1) * per_rank]
+        step_loss, grad_norm = train_step(tr, step + 1, indices, lr, need_norm=log_now)
+        if clipping:
+            clipping.add(grad_norm, t.grad_clip)
+        step += 1
+        interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
+        progress.update(step, step_loss)
+        evaluate_now = step % t.eval_every == 0 or step == tr.n_steps
+        if evaluate_now and world.is_main:
+            maybe_fire("eval", step)
+            val_loss = split_loss(tr.model, tr.data.val, t.eval_batches * tr.micro_batch, tr.micro_batch,
+                                  tr.device, tr.precision)
+        if log_now:
+            elapsed = time.perf_counter() - interval_start
+            train_loss = interval_loss / interval_steps
+            tokens_per_second = interval_steps * tokens_per_step / max(elapsed, 1e-9)
+            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "lr": lr,
+                      "grad_norm": None if grad_norm is None else float(grad_norm),
+                      "tokens_per_second": tokens_per_second,
+                      "mfu": mfu(tokens_per_second / world.size, per_token, peak)}
+            if clipping:
+                record["grad_clip_active_steps"] = clipping.totals()[0]
+            if evaluate_now:
+                record["val_loss"] = val_loss
+            metrics.write(record)
+            progress.log(record)
+            interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+        elif evaluate_now:
+            metrics.write({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss})
+        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < tr.n_steps:
+            save_checkpoint(tr, here())
+            saved_at = step
+            maybe_fire("checkpoint", step)
+    progress.close()
+    active, norm_max = clipping.totals() if clipping else (None, None)
+    return {"steps": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss,
+            "grad_clip_active_steps": active, "grad_norm_max": norm_max}
+
+
+def training_peak_flops(tr: Training) -> float | None:
+    """Peak FLOP/s of one of the run's GPUs in the precision its matmuls use (None on CPU: no MFU)."""
+    return peak_flops(tr.device, tr.precision.autocast_dtype or torch.float32, tf32=tr.cfg.train.tf32)
+
+
+def save_checkpoint(tr: Training, position: LoopPosition) -> None:
+    """Checkpoint the run at a step boundary, with every rank's RNG streams, written by rank 0."""
+    rng_by_rank = gather_objects(tr.world, capture_rng_state())
+    if tr.world.is_main:
+        rng = {f"rank{r}.{k}": v for r, states in enumerate(rng_by_rank) for k, v in states.items()}
+        state = ckpt.TrainingState(position.step, position.wall_seconds, config_sha256(to_plain_dict(tr.cfg)),
+                                   tr.init_weights_sha256,
+                                   tr.scaler.state_dict() if tr.scaler.is_enabled() else None,
+                                   tr.world.size, position.interval_loss, position.interval_steps,
+                                   position.grad_clip_active_steps, position.grad_norm_max)
+        ckpt.save_checkpoint(tr.run_dir, tr.model, tr.optimizer, rng, state)
+    barrier(tr.world)

@@ -1,0 +1,246 @@
+"""One run in its folder, free of Hydra: `train(cfg, run_dir)` trains, resumes or skips it.
+
+The run folder's lifecycle: a completed run of the same config is skipped untouched, another
+config's completed run is refused (unless overwrite=true), an interrupted one resumes from its newest
+valid checkpoint. Around the loop (gptx.loop) come the final outputs — test loss and per-sequence test
+losses, sample, weights — and result.json, last. This module is the only writer of result.json, and it
+reads it once, when the run starts.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from gptx import checkpoint as ckpt
+from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
+from gptx.data import data_sha256
+from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
+from gptx.files import (
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+    SAMPLE_FILE,
+    TEST_LOSSES_FILE,
+    MetricsLog,
+    read_result,
+    write_atomic,
+    write_json,
+)
+from gptx.hardware import environment, mfu, resolve_device
+from gptx.hashing import weights_sha256
+from gptx.loop import Diverged, LoopPosition, Training, build_training, resume_from, training_loop, training_peak_flops
+from gptx.model import count_parameters, flops_per_token
+from gptx.scoring import greedy_sample, split_losses
+from gptx.signals import StopRequest
+from gptx.weights import save_weights
+
+log = logging.getLogger("gptx.train")
+
+BeforeStart = Callable[[], None]
+
+
+class RunFolder:
+    """A run's folder: what result.json said when the run started, and the writes to it (main rank only)."""
+
+    def __init__(self, path: Path, is_main: bool = True, before_start: BeforeStart | None = None):
+        self.path, self.is_main = path, is_main
+        self.previous = read_result(path)  # the one read of result.json
+        self.current: dict[str, Any] | None = None  # what this process last wrote
+        self._before_start = before_start
+
+    def start(self) -> None:
+        """The run is going to write here: call `before_start` (main rank, once)."""
+        if self._before_start is not None and self.is_main:
+            self._before_start()
+        self._before_start = None
+
+    def holds_completed(self) -> bool:
+        """Whether result.json (as last read or written) says the run completed."""
+        state = self.current if self.current is not None else self.previous
+        return bool(state and state.get("status") == "completed")
+
+    def write(self, result: dict[str, Any]) -> None:
+        """Replace result.json (rank 0 only)."""
+        self.current = dict(result)
+        if self.is_main:
+            write_json(self.path / RESULT_FILE, result)
+
+    def fail(self, error: str, trace: str | None = None) -> None:
+        """Record `failed` with the error, keeping what the run recorded; a completed run is left alone."""
+        if not self.is_main or self.holds_completed():
+            return
+        self.start()
+        result = {**(self.current or self.previous or {}), "status": "failed", "error": error}
+        if trace is not None:
+            result["traceback"] = trace
+        self.write(result)
+
+
+# Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors).
+USER_ERRORS = (ConfigError, ckpt.CheckpointError)
+
+
+def record_failure(run_dir: Path, error: Exception, before_start: BeforeStart | None = None) -> None:
+    """A run that could not start (say, its config is invalid): failed result.json, for the sweep's table."""
+    if is_main_process():
+        RunFolder(run_dir, before_start=before_start).fail(*_describe(error))
+
+
+def _describe(error: Exception) -> tuple[str, str | None]:
+    """The error line for result.json, and the traceback unless it is a user error."""
+    if isinstance(error, USER_ERRORS):
+        return str(error), None
+    return f"{type(error).__name__}: {error}", traceback.format_exc()
+
+
+def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
+          record_errors: bool = False) -> dict[str, Any]:
+    """Train (or resume, or skip if already completed) one run in run_dir; returns its result.
+
+    `before_start` runs on the main rank once the run is known to run (the Hydra entry writes `.hydra/`
+    then). A crash is recorded as `failed`; with `record_errors` (a sweep) a user error is too.
+    """
+    try:
+        world = init_world(resolve_device(cfg.train.device).type == "cuda")
+    except Exception as err:
+        if record_errors or not isinstance(err, USER_ERRORS):
+            record_failure(run_dir, err, before_start)
+        raise
+    try:
+        # Every rank uses rank 0's folder (Hydra may have named one per process start time).
+        run_dir = Path(broadcast_object(world, str(run_dir)))  # type: ignore[arg-type]
+        folder = RunFolder(run_dir, world.is_main, before_start)
+        try:
+            return _train(cfg, folder, world)
+        except Exception as err:
+            if record_errors or not isinstance(err, USER_ERRORS):
+                folder.fail(*_describe(err))
+            raise
+    finally:
+        shutdown(world)
+
+
+def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
+    if not world.is_main:  # rank 0 speaks for the run; the others only warn
+        logging.getLogger("gptx").setLevel(logging.WARNING)
+    run_dir, previous = folder.path, folder.previous
+    plain = to_plain_dict(cfg)
+    cfg_sha = config_sha256(plain)
+    if folder.holds_completed() and not cfg.overwrite:
+        if previous.get("config_sha256") == cfg_sha:  # type: ignore[union-attr]
+            return {**previous, "skipped": True}  # type: ignore[dict-item]
+        raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder "
+                          "or pass overwrite=true")
+    folder.start()
+    # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
+    replacing = previous is not None and (previous.get("status") == "completed"
+                                          or previous.get("config_sha256") != cfg_sha)
+    if cfg.overwrite and replacing and world.is_main:
+        ckpt.remove_checkpoints(run_dir)
+    barrier(world)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        resume = ckpt.load_latest(run_dir, cfg_sha)
+    except ckpt.CheckpointError:
+        if not cfg.overwrite:
+            raise
+        barrier(world)
+        if world.is_main:
+            ckpt.remove_checkpoints(run_dir)
+        barrier(world)
+        resume = None
+    base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
+            "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
+            "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
+            "world_size": world.size}
+    start = time.perf_counter()
+    tr = build_training(cfg, run_dir, world)
+    folder.write(base)
+    warnings = precision_warnings(cfg, tr.device)
+    for warning in warnings:
+        log.warning(warning)
+    result = {**base, **environment(tr.device), "precision": tr.precision.label, "warnings": warnings,
+              "data_sha256": data_sha256(tr.data) if world.is_main else None,
+              "n_params": count_parameters(tr.model), "init_weights_sha256": tr.init_weights_sha256,
+              "planned_steps": tr.n_steps}
+    position = LoopPosition()
+    if resume is not None:
+        position = resume_from(tr, resume)
+        log.info("resuming from %s (step %d of %d)", resume.path.name, position.step, tr.n_steps)
+    wall_before = position.wall_seconds
+    metrics = MetricsLog(run_dir / METRICS_FILE if world.is_main else None,
+                         keep_up_to_step=position.step if resume else None)
+    # Stop signals stay flags until the outputs are written: a signal during the final evaluation or
+    # the weights' save must not kill the run half way through its files.
+    with StopRequest() as stop:
+        try:
+            final = training_loop(tr, position, metrics, stop, lambda: wall_before + time.perf_counter() - start)
+        except Diverged as err:
+            result.update(status="diverged", error=str(err), diverged_at_step=err.step,
+                          wall_seconds=wall_before + time.perf_counter() - start)
+            folder.write(result)
+            return result
+        except SystemExit:
+            result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
+            folder.write(result)
+            raise
+        finally:
+            metrics.close()
+        wall = wall_before + time.perf_counter() - start
+        result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
+        result["init_param_sha256"] = tr.init_param_sha256
+        if world.is_main:
+            finish_outputs(tr, result, plain)
+        folder.write(result)  # after every other output: its status says they are all in place
+        if world.is_main:
+            ckpt.remove_checkpoints(run_dir)
+        barrier(world)
+    return result
+
+
+def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:
+    """Say so when a precision choice cannot change anything on this device (a CPU computes in fp32)."""
+    if device.type == "cuda":
+        return []
+    if "fp32" in cfg.intervention:
+        return ["intervention fp32 is a no-op on a CPU: gptx computes in float32 there anyway, so this arm "
+                "repeats the baseline; measure it on a GPU"]
+    return []
+
+
+def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) -> None:
+    """Test loss (and per sequence), throughput, sample and weights; result.json comes after them.
+
+    A non-finite test loss makes the run `diverged`: its weights are kept, but no statistic may use it.
+    """
+    test_loss, per_sequence = split_losses(tr.model, tr.data.test, tr.cfg.data.test_sequences, tr.micro_batch,
+                                           tr.device, tr.precision)
+    result["test_loss"] = test_loss
+    if test_loss != test_loss or test_loss in (float("inf"), float("-inf")):
+        result.update(status="diverged", error="non-finite test loss")
+    result["test_tokens"] = len(per_sequence) * tr.seq_len
+    result["tokens_per_second"] = result["tokens"] / max(result["wall_seconds"], 1e-9)
+    result["flops_per_token"] = flops_per_token(tr.model, tr.seq_len)
+    result["peak_flops"] = training_peak_flops(tr)  # per GPU; tokens_per_second is all ranks together
+    result["mfu"] = mfu(result["tokens_per_second"] / tr.world.size, result["flops_per_token"],
+                        result["peak_flops"])
+    result["final_weights_sha256"] = weights_sha256(tr.model)
+    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens)
+    write_atomic(tr.run_dir / SAMPLE_FILE, (sample + "\n").encode())
+    buffer = io.BytesIO()
+    np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)
+    write_atomic(tr.run_dir / TEST_LOSSES_FILE, buffer.getvalue())
+    metadata = {"gptx_config": OmegaConf.to_yaml(plain), "gptx_result_sha256": result["final_weights_sha256"]}
+    save_weights(tr.model, tr.run_dir / MODEL_FILE, metadata)
+    log.info("test_loss %.6f  (%s, %d steps, %.1f s)", result["test_loss"], "+".join(result["intervention"]),
+             result["steps"], result["wall_seconds"])
