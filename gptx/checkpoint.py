@@ -29,6 +29,11 @@ from gptx.hashing import named_tensors
 # A checkpoint's inside is private to this module: nothing else reads these files.
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
+# Which arithmetic wrote a checkpoint. Bumped whenever gptx changes how a step computes (and so the
+# bits a config gives): 1 = through the full-logits loss, foreach AdamW on the CPU and three Q/K/V
+# matmuls; 2 = the sliced head + cross-entropy (gptx.loss), fused AdamW and one Q/K/V matmul. A run is
+# never resumed across versions: its steps would come from two different computations.
+NUMERICS_VERSION = 2
 KEEP = 2  # the newest and the one before it, as a fallback
 
 
@@ -85,6 +90,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "step": state.step,
             "wall_seconds": state.wall_seconds,
             "config_sha256": state.config_sha256,
+            "numerics_version": NUMERICS_VERSION,
             "init_weights_sha256": state.init_weights_sha256,
             "scaler": state.scaler,
             "world_size": state.world_size,
@@ -144,6 +150,13 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
             raise CheckpointError(
                 f"{path} belongs to a run with another config (config_sha256 {meta['config_sha256'][:12]}…, "
                 f"this run {config_sha256[:12]}…): use another folder or overwrite=true"
+            )
+        written_by = meta.get("numerics_version", 1)
+        if written_by != NUMERICS_VERSION:
+            raise CheckpointError(
+                f"{path} was written by gptx's arithmetic version {written_by}, this gptx computes version "
+                f"{NUMERICS_VERSION} (docs/performance.md): resuming would mix two computations in one run; "
+                "finish it with the gptx that started it, or start over with overwrite=true"
             )
         state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
                               meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1),

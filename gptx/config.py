@@ -29,6 +29,16 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "logger", "optimized_metric")
 
 
+# result.json numbers a Hydra sweeper may optimise through `optimized_metric`.
+OPTIMIZABLE_METRICS = ("test_loss", "val_loss", "train_loss", "tokens_per_second", "wall_seconds")
+
+
+def normalize_overrides(overrides: list[str]) -> list[str]:
+    """`+experiment=NAME` as `experiment=NAME`: the preset group has a null default, so Hydra wants no `+`,
+    while the `+` form is what older commands and docs use. Both work."""
+    return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
+
+
 class ConfigError(ValueError):
     """A setting has a value gptx cannot run with; the message names the setting."""
 
@@ -265,7 +275,8 @@ class GptxConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     """Experiment tracker (config group `logger`); never part of config_sha256."""
     optimized_metric: str | None = None
-    """A result.json number (e.g. test_loss) returned to Hydra, so sweepers such as optuna can minimise it."""
+    """A result.json number (test_loss, val_loss, train_loss, tokens_per_second, wall_seconds) returned to
+    Hydra, so sweepers such as optuna can optimise it; NaN for a run that did not complete."""
 
     def __post_init__(self) -> None:
         seq_len = self.train.seq_len or self.model.context_length
@@ -278,6 +289,9 @@ class GptxConfig:
             value = getattr(self, key)
             if value is not None and not 0 <= value < 2**63:
                 raise ConfigError(f"{key}={value} must be in [0, 2**63)")
+        if self.optimized_metric is not None and self.optimized_metric not in OPTIMIZABLE_METRICS:
+            raise ConfigError(f"optimized_metric={self.optimized_metric}: choose one of "
+                              f"{', '.join(OPTIMIZABLE_METRICS)}")
 
     @property
     def intervention_names(self) -> list[str]:

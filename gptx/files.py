@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,13 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
 class MetricsLog:
     """Appends one JSON object a line to metrics.jsonl, flushed so a crash keeps what was logged.
 
-    With path None (ranks other than 0) it writes nothing.
+    With path None (ranks other than 0) it writes nothing. `mirror`, when given, also receives every
+    record written (an experiment tracker: gptx.trackers), after the file has it.
     """
 
-    def __init__(self, path: Path | None, keep_up_to_step: int | None = None):
-        self.path = path
+    def __init__(self, path: Path | None, keep_up_to_step: int | None = None,
+                 mirror: Callable[[dict[str, Any]], None] | None = None):
+        self.path, self.mirror = path, mirror
         self._file = None
         if path is None:
             return
@@ -137,6 +139,8 @@ class MetricsLog:
             return
         self._file.write(json.dumps(_null_for_non_finite(record)) + "\n")
         self._file.flush()
+        if self.mirror is not None:
+            self.mirror(record)
 
     def close(self) -> None:
         """Close the file."""

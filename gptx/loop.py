@@ -27,11 +27,11 @@ from gptx.faults import maybe_fire, nan_loss_at
 from gptx.files import MetricsLog
 from gptx.hardware import mfu, peak_flops, resolve_device
 from gptx.hashing import parameter_sha256s, weights_sha256
-from gptx.model import GPTModel, build_model, flops_per_token
+from gptx.model import GPTModel, build_model, configure_optimizer, flops_per_token
 from gptx.precision import Precision, resolve_precision
 from gptx.progress import Progress
 from gptx.schedule import lr_at, total_steps
-from gptx.scoring import lm_loss, split_loss
+from gptx.scoring import split_loss
 from gptx.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
 from gptx.signals import StopRequest
 
@@ -106,8 +106,7 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
     if cfg.train.compile:
         forward = torch.compile(forward)
     t = cfg.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
-                                  weight_decay=t.weight_decay, fused=device.type == "cuda")
+    optimizer = configure_optimizer(model, t.lr, (t.beta1, t.beta2), t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     n_steps = total_steps(t, t.batch_size * seq_len)
     return Training(cfg, run_dir, world, device, precision, data, model, forward, optimizer, scaler, n_steps,
@@ -153,7 +152,7 @@ def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool
         # Gradients are averaged across ranks once, on the last micro-batch.
         sync = not world.distributed or micro == n_micro - 1
         with tr.precision.autocast(tr.device), (contextlib.nullcontext() if sync else tr.forward.no_sync()):
-            loss = lm_loss(tr.forward(x), y) / n_micro
+            loss = tr.forward(x, y) / n_micro  # the sliced head + loss: no [tokens, vocab] logits
             if poison:
                 loss = loss * float("nan")
             tr.scaler.scale(loss).backward()

@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gptx import checkpoint as ckpt
+from gptx.allocator import keep_freed_memory
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
@@ -42,6 +43,7 @@ from gptx.loop import Diverged, LoopPosition, Training, build_training, resume_f
 from gptx.model import count_parameters, flops_per_token
 from gptx.scoring import greedy_sample, split_losses
 from gptx.signals import StopRequest
+from gptx.trackers import Tracker, open_tracker
 from gptx.weights import save_weights
 
 log = logging.getLogger("gptx.train")
@@ -164,6 +166,7 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
             "world_size": world.size}
     start = time.perf_counter()
+    allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)
     folder.write(base)
     warnings = precision_warnings(cfg, tr.device)
@@ -172,14 +175,27 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     result = {**base, **environment(tr.device), "precision": tr.precision.label, "warnings": warnings,
               "data_sha256": data_sha256(tr.data) if world.is_main else None,
               "n_params": count_parameters(tr.model), "init_weights_sha256": tr.init_weights_sha256,
-              "planned_steps": tr.n_steps}
+              "planned_steps": tr.n_steps, "numerics_version": ckpt.NUMERICS_VERSION, "allocator": allocator}
     position = LoopPosition()
     if resume is not None:
         position = resume_from(tr, resume)
         log.info("resuming from %s (step %d of %d)", resume.path.name, position.step, tr.n_steps)
-    wall_before = position.wall_seconds
+    tracker = open_tracker(cfg.logger, run_dir, run_dir.name, plain, position.step if resume else None) \
+        if world.is_main else None
     metrics = MetricsLog(run_dir / METRICS_FILE if world.is_main else None,
-                         keep_up_to_step=position.step if resume else None)
+                         keep_up_to_step=position.step if resume else None, mirror=tracker and tracker.log)
+    try:
+        return _train_and_finish(tr, folder, result, position, metrics, tracker, plain, start)
+    finally:
+        if tracker:
+            tracker.close()  # a no-op after tracker.finish; otherwise the run stopped or crashed
+
+
+def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], position: LoopPosition,
+                      metrics: MetricsLog, tracker: Tracker | None, plain: dict[str, Any],
+                      start: float) -> dict[str, Any]:
+    """The loop, then the final outputs and result.json; a tracker gets the result once it is written."""
+    world, run_dir, wall_before = tr.world, tr.run_dir, position.wall_seconds
     # Stop signals stay flags until the outputs are written: a signal during the final evaluation or
     # the weights' save must not kill the run half way through its files.
     with StopRequest() as stop:
@@ -189,6 +205,8 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
             result.update(status="diverged", error=str(err), diverged_at_step=err.step,
                           wall_seconds=wall_before + time.perf_counter() - start)
             folder.write(result)
+            if tracker:
+                tracker.finish(result)
             return result
         except SystemExit:
             result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
@@ -202,6 +220,8 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
         if world.is_main:
             finish_outputs(tr, result, plain)
         folder.write(result)  # after every other output: its status says they are all in place
+        if tracker:
+            tracker.finish(result)
         if world.is_main:
             ckpt.remove_checkpoints(run_dir)
         barrier(world)

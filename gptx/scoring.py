@@ -50,10 +50,10 @@ def _split_losses(model: GPTModel, split: Split, n_sequences: int | None, batch_
         x, y = split.sequences(torch.arange(start, min(start + batch_size, n)).numpy())
         x, y = x.to(device), y.to(device)
         with precision.autocast(device):
-            logits = model(x)
-        total += lm_loss(logits, y, reduction="sum").double()
+            token_losses = model(x, y, reduction="none")  # float32, through the sliced head
+        total += token_losses.sum(dtype=torch.float64)
         if per_sequence:
-            sequence_losses.append(lm_loss(logits, y, reduction="none").view(y.shape).mean(dim=1))
+            sequence_losses.append(token_losses.mean(dim=1))
     model.train(was_training)
     losses = torch.cat(sequence_losses).cpu().numpy() if sequence_losses else np.zeros(0, dtype=np.float32)
     return float(total) / (n * split.seq_len), losses

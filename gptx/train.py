@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, register_schema
+from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, normalize_overrides, register_schema
 from gptx.files import CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE, write_atomic
 from gptx.naming import register_resolvers
 from gptx.run import USER_ERRORS, record_failure, train
@@ -42,7 +42,7 @@ register_resolvers()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict[str, Any] | None:
+def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     """Hydra entry: validate, train, and turn the outcome into an exit status."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -71,8 +71,21 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         log.error("run %s: %s", result["status"], result.get("error"))
         if not multirun:
             raise SystemExit(1)
-    return result
+    return optimized_value(result, typed.optimized_metric) if typed.optimized_metric else result
+
+
+def optimized_value(result: dict[str, Any], metric: str) -> float:
+    """The number a Hydra sweeper optimises: result[metric] for a completed run, else NaN (a failed trial)."""
+    value = result.get(metric)
+    ok = result.get("status") == "completed" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else float("nan")
+
+
+def cli() -> None:
+    """The `gptx-train` / `python -m gptx.train` entry: Hydra's, with `+experiment=` taken as `experiment=`."""
+    sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, register_schema
+from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, normalize_overrides, register_schema
 from gptx.naming import register_resolvers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ register_resolvers()
 def compose_config(*overrides: str, tiny: bool = True) -> DictConfig:
     """Compose gptx's config with command-line-style overrides (TINY first unless tiny=False)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[*(TINY if tiny else []), *overrides])
+        return compose(config_name="config", overrides=normalize_overrides([*(TINY if tiny else []), *overrides]))
 
 
 def typed_config(*overrides: str, tiny: bool = True) -> GptxConfig:

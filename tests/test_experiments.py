@@ -13,7 +13,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, intervention_settings
+from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, intervention_settings, normalize_overrides
 from gptx.model import GPTModel, count_parameters
 from gptx.schedule import lr_at, total_steps
 
@@ -46,7 +46,7 @@ def preset_overrides(name: str, *overrides: str) -> list[str]:
 
 def compose_preset(name: str, *overrides: str, hydra: bool = False):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=preset_overrides(name, *overrides),
+        return compose(config_name="config", overrides=normalize_overrides(preset_overrides(name, *overrides)),
                        return_hydra_config=hydra)
 
 
@@ -193,7 +193,7 @@ def test_the_miniature_noise_sweep_runs_the_studys_seed_pairs(tmp_path):
 
 def _compose(*jobs: list[str]) -> list:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return [compose(config_name="config", overrides=job) for job in jobs]
+        return [compose(config_name="config", overrides=normalize_overrides(job)) for job in jobs]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

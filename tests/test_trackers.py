@@ -128,3 +128,25 @@ def test_a_tracker_that_cannot_start_is_a_warning(tmp_path, caplog, monkeypatch)
     with caplog.at_level(logging.WARNING, logger="gptx.trackers"):
         assert open_tracker(LoggerConfig(name=LoggerKind.tensorboard), tmp_path, "run", CONFIG) is None
     assert "logger tensorboard could not start and is off for this run: ImportError: x" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_run_mirrors_metrics_jsonl_into_tensorboard_and_keeps_its_hash(tmp_path):
+    pytest.importorskip("tensorboard")
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gptx.train import train
+
+    from conftest import typed_config
+
+    plain = train(typed_config("train.max_steps=3"), tmp_path / "plain")
+    tracked = train(typed_config("train.max_steps=3", "logger=tensorboard"), tmp_path / "tracked")
+    assert tracked["config_sha256"] == plain["config_sha256"]
+    assert tracked["final_weights_sha256"] == plain["final_weights_sha256"]
+    lines = [json.loads(line) for line in (tmp_path / "tracked" / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / "tracked" / "tensorboard")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train_loss")] == [
+        (r["step"], pytest.approx(r["train_loss"], rel=1e-6)) for r in lines if "train_loss" in r]
+    assert events.Scalars("final/test_loss")[0].value == pytest.approx(tracked["test_loss"], rel=1e-6)
