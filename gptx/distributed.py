@@ -1,8 +1,8 @@
 """Several processes, one run: DistributedDataParallel set-up and the few collectives the loop needs.
 
 A run becomes distributed when it is started by `torchrun` (RANK/WORLD_SIZE in the environment) or
-as a multi-task SLURM job through submitit. Rank 0 alone writes files; every rank builds the same
-initial weights from the same seeds.
+as the tasks of one SLURM job step (`srun`, directly or through submitit), on one node or several.
+Rank 0 alone writes files; every rank builds the same initial weights from the same seeds.
 
 Dropout streams: every rank seeds exactly as a single-process run does (init_seed, then train_seed),
 so rank 0's stream is the single-process stream. Rank r > 0 then re-seeds torch with
@@ -42,13 +42,21 @@ class World:
 
 def is_main_process() -> bool:
     """Whether this process is rank 0 (or alone), as the environment says before the world is joined."""
-    return int(os.environ.get("RANK", "0")) == 0
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    return _slurm_step_tasks() <= 1 or int(os.environ.get("SLURM_PROCID", "0")) == 0
+
+
+def _slurm_step_tasks() -> int:
+    """Tasks of this SLURM job step. srun (and submitit, through srun) sets it for every task it starts;
+    a batch script or an salloc shell has none, so a lone `python -m gptx.train` there stays one process."""
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
 
 
 def init_world(use_cuda: bool) -> World:
-    """Join the process group when launched by torchrun or as a multi-task SLURM job, else a world of 1."""
-    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        _export_submitit_environment()
+    """Join the process group when launched by torchrun or as a multi-task SLURM step, else a world of 1."""
+    if "RANK" not in os.environ and _slurm_step_tasks() > 1:
+        _export_slurm_environment()
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
@@ -60,14 +68,21 @@ def init_world(use_cuda: bool) -> World:
     return world
 
 
-def _export_submitit_environment() -> None:
-    """Set RANK, WORLD_SIZE, MASTER_ADDR… from submitit's view of the SLURM job (no-op outside one)."""
-    try:
-        from submitit.helpers import TorchDistributedEnvironment
+def _export_slurm_environment() -> None:
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from SLURM's task layout, on any number of nodes.
 
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    except (RuntimeError, KeyError, ImportError):
-        return
+    Every task of the step is one process of the run (`srun` in a plain sbatch script, or submitit's);
+    rank 0 is the step's first task and the rendezvous is on the job's first node, at a port derived
+    from the job id (MASTER_PORT in the environment wins).
+    """
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    env = SlurmJobEnvironment()
+    os.environ.update({
+        "RANK": str(env.global_rank), "WORLD_SIZE": str(_slurm_step_tasks()), "LOCAL_RANK": str(env.local_rank),
+        "MASTER_ADDR": env.hostnames[0],
+        "MASTER_PORT": os.environ.get("MASTER_PORT") or str(20000 + int(os.environ["SLURM_JOB_ID"]) % 40000),
+    })
 
 
 def rank_seed(seed: int, rank: int) -> int:

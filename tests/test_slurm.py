@@ -236,3 +236,33 @@ def test_a_two_task_slurm_job_is_one_ddp_run(tmp_path):
     results = [json.loads(p.read_text()) for p in (tmp_path / "multirun_outputs" / "ddp").rglob("result.json")]
     assert len(results) == 1
     assert results[0]["status"] == "completed" and results[0]["world_size"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.ddp
+@needs_slurm
+def test_plain_srun_tasks_are_one_ddp_run_identical_to_torchrun(tmp_path):
+    """`srun --ntasks=2 python -m gptx.train …` (a plain sbatch script's line, multi-node or not) is one run of
+    2 processes, bit-identical to the same run under torchrun; before, each task trained alone."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    overrides = [*TINY, "train.max_steps=3"]
+    srun = subprocess.run(["srun", "--ntasks=2", "--cpus-per-task=1", f"--chdir={tmp_path}", sys.executable, "-m",
+                           "gptx.train", *overrides, f"hydra.run.dir={tmp_path / 'srun'}"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert srun.returncode == 0, (srun.stdout + srun.stderr)[-4000:]
+    torchrun = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "gptx.train",
+                               *overrides, f"hydra.run.dir={tmp_path / 'torchrun'}"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, env=env)
+    assert torchrun.returncode == 0, (torchrun.stdout + torchrun.stderr)[-4000:]
+    a, b = (json.loads((tmp_path / name / "result.json").read_text()) for name in ("srun", "torchrun"))
+    assert a["world_size"] == b["world_size"] == 2 and a["status"] == "completed"
+    assert a["final_weights_sha256"] == b["final_weights_sha256"]
+
+
+def test_the_multi_node_preset_runs_a_task_per_gpu_on_every_node():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        overrides = ["hydra/launcher=slurm_nodes", "hydra.launcher.nodes=4", "hydra.launcher.gpus_per_node=8"]
+        launcher = compose("config", overrides=overrides, return_hydra_config=True).hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
+    assert launcher.max_num_timeout > 0 and launcher._target_.endswith("GptxSlurmLauncher")
