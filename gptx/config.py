@@ -26,7 +26,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys that say where or how a run is filed or saved, not what it computes: left out of
 # `config_sha256`, so changing them never orphans a checkpoint or a completed run.
-NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "logger", "optimized_metric")
+NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "logger", "optimized_metric", "output_root")
 
 
 # result.json numbers a Hydra sweeper may optimise through `optimized_metric`.
@@ -272,6 +272,9 @@ class GptxConfig:
     """Sweep name: files multiruns under multirun_outputs/NAME (null = date/time)."""
     overwrite: bool = False
     """Allow replacing a completed run in the same folder."""
+    output_root: str | None = None
+    """Folder holding outputs/ and multirun_outputs/ (null: the folder the command runs in); set it once in
+    local/default.yaml to file every run of this machine in one place."""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     """Experiment tracker (config group `logger`); never part of config_sha256."""
     optimized_metric: str | None = None

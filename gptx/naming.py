@@ -79,8 +79,14 @@ def run_subdir(override_dirname: Any) -> str:
     return name
 
 
+def under_root(root: Any, folder: str) -> str:
+    """`folder` (outputs, multirun_outputs) inside `output_root`; relative to the working folder when null."""
+    return folder if root is None else os.path.join(os.path.expanduser(str(root)), folder)
+
+
 def register_resolvers() -> None:
-    """Register `gptx_sweep_name` and `gptx_run_subdir` with OmegaConf (safe to call twice)."""
+    """Register `gptx_sweep_name`, `gptx_run_subdir` and `gptx_under` with OmegaConf (safe to call twice)."""
+    OmegaConf.register_new_resolver("gptx_under", under_root, replace=True)
     OmegaConf.register_new_resolver("gptx_sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("gptx_run_subdir", run_subdir, replace=True)
 

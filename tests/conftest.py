@@ -26,6 +26,8 @@ TINY = [
 ]
 
 torch.set_num_threads(1)
+# The suite never reads the developer's own ~/.config/gptx (tests that want a local config set their own).
+os.environ["GPTX_CONFIG_DIR"] = str(REPO / "tests" / "no-local-config")
 register_schema()
 register_resolvers()
 
