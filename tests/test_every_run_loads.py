@@ -19,7 +19,9 @@ from safetensors.torch import save_model
 
 from gptx import compare, evaluate, export, generate, reproduce
 from gptx.config import CONF_DIR
+from gptx.data import BUNDLED_CORPUS
 from gptx.files import MODEL_FILE, RESULT_FILE
+from gptx.tokenizer import gpt2_tokenizer
 from gptx.tools.load import load_model
 
 from conftest import run_gptx
@@ -124,3 +126,13 @@ def test_an_export_gives_transformers_the_same_logits(arm, runs, tmp_path):
         ours, theirs = loaded.model(tokens), hf(tokens).logits
     assert (ours - theirs).abs().max().item() < 1e-4
     assert hf.config.tie_word_embeddings is ("weight_tying" in arm)
+
+
+@pytest.mark.slow
+def test_an_export_carries_gpt2s_tokenizer_for_transformers(runs, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    assert export.main([str(runs["baseline"]), str(tmp_path)]) == 0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
+    assert tokenizer.encode("Every effort moves you") == [6109, 3626, 6100, 345]
+    text = BUNDLED_CORPUS.read_text()[:50_000] + " naïve café 東京 🙂 <|endoftext|>"
+    assert tokenizer.encode(text) == gpt2_tokenizer().encode(text, allowed_special="all")

@@ -2,7 +2,8 @@
 
 Write a run's weights in the Hugging Face GPT-2 layout: OUT_DIR/model.safetensors and OUT_DIR/config.json,
 what transformers' `GPT2LMHeadModel.from_pretrained(OUT_DIR)` reads (transformers is not needed here).
-The tokenizer is GPT-2's own: take its files from OpenAI's `gpt2` release. RUN_DIR may also be a gptx
+GPT-2's tokenizer files (vocab.json, merges.txt) are written beside them, made from the bundled ranks, so
+`AutoTokenizer.from_pretrained(OUT_DIR)` works offline. RUN_DIR may also be a gptx
 .safetensors file. gptx's tools read the export back too (`python -m gptx.evaluate OUT_DIR`).
 
 HF GPT-2 always has Q/K/V biases: a run without them exports zero biases, which computes exactly the
@@ -16,8 +17,12 @@ import sys
 from pathlib import Path
 
 from gptx.files import RESULT_FILE
+from gptx.tokenizer import END_OF_TEXT_ID
 from gptx.tools.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, save_hf
+from gptx.tools.hf_tokenizer import save_gpt2_tokenizer
 from gptx.tools.load import USER_ERRORS, LoadError, load_model, report_user_error
+
+GPT2_VOCAB_SIZE = END_OF_TEXT_ID + 1
 
 
 def export(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[str]:
@@ -31,7 +36,13 @@ def export(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> 
     loaded = load_model(source)
     if out_dir.resolve() == loaded.weights.parent.resolve():
         raise LoadError(f"{out_dir} holds the weights being exported; export into another folder")
-    return save_hf(loaded.model, out_dir)
+    notes = save_hf(loaded.model, out_dir)
+    if loaded.model.cfg.vocab_size == GPT2_VOCAB_SIZE:
+        save_gpt2_tokenizer(out_dir)
+        notes.append("wrote GPT-2's tokenizer files (vocab.json, merges.txt): AutoTokenizer loads them offline")
+    else:
+        notes.append(f"no tokenizer files: a {loaded.model.cfg.vocab_size}-token vocabulary is not GPT-2's")
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:
