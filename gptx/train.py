@@ -69,6 +69,7 @@ from gptx.schedule import lr_at, total_steps
 from gptx.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
 from gptx.signals import StopRequest
 from gptx.sweep import register_resolvers
+from gptx.tokenizer import tokenizer_for
 
 log = logging.getLogger("gptx.train")
 
@@ -388,7 +389,7 @@ def finish_outputs(run: Run, result: dict[str, Any], plain: dict[str, Any]) -> N
     result["mfu"] = mfu(result["tokens_per_second"] / run.world.size, result["flops_per_token"],
                         result["peak_flops"])
     result["final_weights_sha256"] = weights_sha256(run.model)
-    sample = greedy_sample(run.model, run.device, t.sample_tokens)
+    sample = greedy_sample(run.model, run.device, t.sample_tokens, tokenizer_for(run.cfg.data))
     write_atomic(run.run_dir / SAMPLE_FILE, (sample + "\n").encode())
     metadata = {"gptx_config": OmegaConf.to_yaml(plain), "gptx_result_sha256": result["final_weights_sha256"]}
     save_weights(run.model, run.run_dir / MODEL_FILE, metadata)
