@@ -53,6 +53,16 @@ class DataFormat(str, Enum):
     tokens = "tokens"
 
 
+class Tokenizer(str, Enum):
+    gpt2 = "gpt2"
+    char = "char"
+
+
+class SplitOrder(str, Enum):
+    train_val_test = "train_val_test"
+    train_test_val = "train_test_val"
+
+
 class LRSchedule(str, Enum):
     constant = "constant"
     cosine = "cosine"
@@ -125,10 +135,21 @@ class DataConfig:
     path: str | None = None
     """text: the file (null = the bundled Tiny Shakespeare); tokens: the directory holding
     `*train*.bin`, `*val*.bin` and optionally `*test*.bin`."""
+    tokenizer: Tokenizer = Tokenizer.gpt2
+    """How text maps to token ids (to read a text corpus and to encode prompts and decode samples):
+    gpt2: GPT-2's byte-pair encoding (50257 tokens); char: one token per character of data.vocab."""
+    vocab: str | None = None
+    """tokenizer=char: the characters, id i being the i-th (shakespeare_char: the corpus's 65 distinct
+    characters, sorted). Saved with the run's config, so its samples and evaluations decode with it."""
+    split_order: SplitOrder = SplitOrder.train_val_test
+    """text format: the order of the three splits along the corpus. train_val_test: validation is the
+    val_fraction after the training part, test the test_fraction at the end. train_test_val: validation
+    is every token from int(n * (1 - val_fraction)) to the end (nanoGPT's cut), test the
+    int(n * test_fraction) tokens just before it."""
     val_fraction: float = 0.05
-    """text format: share of tokens (after the training part) used for validation."""
+    """text format: share of tokens used for validation (where: data.split_order)."""
     test_fraction: float = 0.05
-    """text format: share of tokens at the end of the corpus kept as the fixed test set."""
+    """text format: share of tokens kept as the fixed test set (where: data.split_order)."""
     test_sequences: int | None = None
     """Use only the first N test sequences (null = every full sequence of the test split)."""
 
@@ -141,6 +162,13 @@ class DataConfig:
             _positive("data.test_sequences", self.test_sequences)
         if self.format is DataFormat.tokens and not self.path:
             raise ConfigError("data.path must name a directory of token files when data.format=tokens")
+        if self.tokenizer is Tokenizer.char:
+            if not self.vocab:
+                raise ConfigError("data.tokenizer=char needs data.vocab: the characters, in id order")
+            if len(set(self.vocab)) != len(self.vocab):
+                raise ConfigError(f"data.vocab repeats a character: {self.vocab!r}")
+        elif self.vocab is not None:
+            raise ConfigError("data.vocab is only read with data.tokenizer=char: leave it null")
 
 
 @dataclass
@@ -287,6 +315,11 @@ class GptxConfig:
             raise ConfigError(
                 f"train.seq_len={seq_len} is longer than the model's context "
                 f"(model.context_length={self.model.context_length})"
+            )
+        if self.data.tokenizer is Tokenizer.char and self.model.vocab_size != len(self.data.vocab):
+            raise ConfigError(
+                f"model.vocab_size={self.model.vocab_size} but data.vocab has {len(self.data.vocab)} "
+                f"characters: set model.vocab_size={len(self.data.vocab)}"
             )
         for key in ("init_seed", "train_seed", "data_seed"):
             value = getattr(self, key)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptx.config import ConfigError, DataConfig, DataFormat
+from gptx.config import ConfigError, DataConfig, DataFormat, SplitOrder, Tokenizer
 from gptx.files import LLMC_HEADER_BYTES, LLMC_MAGIC
-from gptx.tokenizer import ASSETS, gpt2_tokenizer
+from gptx.tokenizer import ASSETS, tokenizer_for
 
 BUNDLED_CORPUS = ASSETS / "tinyshakespeare.txt"
 BUNDLED_CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -91,16 +91,21 @@ def _text_splits(cfg: DataConfig) -> list[list[np.ndarray]]:
     raw = path.read_bytes()
     if path == BUNDLED_CORPUS and hashlib.sha256(raw).hexdigest() != BUNDLED_CORPUS_SHA256:
         raise ConfigError(f"the bundled corpus {path} does not match its sha256: reinstall gptx")
-    tokens = _tokenize(raw.decode("utf-8"))
-    n_test = int(len(tokens) * cfg.test_fraction)
-    n_val = int(len(tokens) * cfg.val_fraction)
-    n_train = len(tokens) - n_val - n_test
+    tokens = _tokenize(raw.decode("utf-8"), cfg.tokenizer, cfg.vocab)
+    n = len(tokens)
+    if cfg.split_order is SplitOrder.train_test_val:
+        val_start = int(n * (1 - cfg.val_fraction))
+        test_start = val_start - int(n * cfg.test_fraction)
+        return [[tokens[:test_start]], [tokens[val_start:]], [tokens[test_start:val_start]]]
+    n_test = int(n * cfg.test_fraction)
+    n_val = int(n * cfg.val_fraction)
+    n_train = n - n_val - n_test
     return [[tokens[:n_train]], [tokens[n_train : n_train + n_val]], [tokens[n_train + n_val :]]]
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenize(text: str) -> np.ndarray:
-    ids = gpt2_tokenizer().encode_ordinary(text)
+def _tokenize(text: str, tokenizer: Tokenizer, vocab: str | None) -> np.ndarray:
+    ids = tokenizer_for(DataConfig(tokenizer=tokenizer, vocab=vocab)).encode_ordinary(text)
     return np.asarray(ids, dtype=np.uint16)
 
 

@@ -43,6 +43,7 @@ from gptx.loop import Diverged, LoopPosition, Training, build_training, resume_f
 from gptx.model import count_parameters, flops_per_token
 from gptx.scoring import greedy_sample, split_losses
 from gptx.signals import StopRequest
+from gptx.tokenizer import tokenizer_for
 from gptx.trackers import Tracker, open_tracker
 from gptx.weights import save_weights
 
@@ -255,7 +256,7 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) 
     result["mfu"] = mfu(result["tokens_per_second"] / tr.world.size, result["flops_per_token"],
                         result["peak_flops"])
     result["final_weights_sha256"] = weights_sha256(tr.model)
-    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens)
+    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens, tokenizer_for(tr.cfg.data))
     write_atomic(tr.run_dir / SAMPLE_FILE, (sample + "\n").encode())
     buffer = io.BytesIO()
     np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)

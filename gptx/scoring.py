@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from gptx.data import Split
 from gptx.model import GPTModel, generate_greedy
 from gptx.precision import Precision
-from gptx.tokenizer import gpt2_tokenizer
+from gptx.tokenizer import TextTokenizer
 
 SMOKE_PROMPT = "Every effort moves you"
 
@@ -60,11 +60,11 @@ def _split_losses(model: GPTModel, split: Split, n_sequences: int | None, batch_
 
 
 @torch.no_grad()
-def greedy_sample(model: GPTModel, device: torch.device, n_tokens: int, prompt: str = SMOKE_PROMPT) -> str:
-    """The prompt followed by n_tokens greedy tokens."""
+def greedy_sample(model: GPTModel, device: torch.device, n_tokens: int, tok: TextTokenizer,
+                  prompt: str = SMOKE_PROMPT) -> str:
+    """The prompt followed by n_tokens greedy tokens, encoded and decoded by the run's tokenizer."""
     was_training = model.training
     model.eval()
-    tok = gpt2_tokenizer()
     idx = torch.tensor([tok.encode(prompt)], device=device)
     out = generate_greedy(model, idx, n_tokens)[0].tolist()
     model.train(was_training)

@@ -1,5 +1,6 @@
 """The study as presets: the full-size ones resolve to its exact numbers, every intervention applies on
-top of every preset, the sweeps run what the study ran, and the miniature sweep trains on a CPU."""
+top of every preset, the sweeps run what the study ran, and the miniature sweep trains on a CPU; the
+peer check is nanoGPT's CPU recipe."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, intervention_settings, normalize_overrides
+from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, intervention_settings, normalize_overrides
 from gptx.model import GPTModel, count_parameters
 from gptx.schedule import lr_at, total_steps
 
 from conftest import TINY, run_gptx
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
-EXPERIMENTS = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
+# Peer checks reproduce another project's recipe, not the study's set-up (they may set intervention keys).
+PEER_CHECKS = ["nanogpt_shakespeare_char_cpu"]
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml") if p.stem not in PEER_CHECKS)
 FULL_SIZE = [name for name in EXPERIMENTS if not name.endswith("_miniature")]
 INTERVENTIONS = sorted(p.stem for p in (CONF_DIR / "intervention").glob("*.yaml"))
 STUDY_ARMS = ["baseline", "grad_clip", "no_dropout", "qkv_bias", "lr_schedule", "weight_decay",
@@ -29,6 +32,7 @@ WINNERS = ["grad_clip", "no_dropout", "qkv_bias", "lr_schedule", "weight_decay"]
 # The study's noise runs as (init_seed, train_seed).
 NOISE_RUNS = {(42, None), (22, None), (67, None), (42, 23), (42, 67), (22, 23), (67, 23)}
 SEEDS = (22, 42, 67)
+MINIATURE_STEPS = 2000
 # What each sweep preset must run, as (arm, init_seed, train_seed).
 SWEEPS = {
     "interventions": {(arm, 42, None) for arm in STUDY_ARMS},
@@ -40,7 +44,7 @@ SWEEPS = {
 
 def preset_overrides(name: str, *overrides: str) -> list[str]:
     """`+experiment=name` as a user types it; full-size presets read token files, so they need a path."""
-    data = [] if name.endswith("_miniature") else ["data.path=/data/fineweb10B"]
+    data = [] if name.endswith("_miniature") or name in PEER_CHECKS else ["data.path=/data/fineweb10B"]
     return [f"+experiment={name}", *data, *overrides]
 
 
@@ -131,6 +135,8 @@ def test_presets_leave_every_intervention_key_alone():
     # `+experiment` merges after the intervention group: a key set here would undo the intervention.
     intervention_keys = {key for name in INTERVENTIONS for key in intervention_settings(name)}
     for path in sorted(EXPERIMENT_DIR.rglob("*.yaml")):
+        if path.stem in PEER_CHECKS:
+            continue
         values = OmegaConf.to_container(OmegaConf.load(path))
         values = {k: v for k, v in values.items() if k not in ("defaults", "hydra")}
         clash = sorted(set(_flatten(values)) & intervention_keys)
@@ -152,8 +158,41 @@ def test_every_preset_has_a_miniature_that_runs_on_a_cpu(name):
     assert mini.hydra.sweeper.params == full.hydra.sweeper.params
     assert list(mini.intervention) == list(full.intervention)
     cfg = typed_preset(f"{name}_miniature")
-    assert cfg.data.name == "shakespeare" and cfg.data.path is None  # the bundled corpus
-    assert meta_parameters(cfg) < 7_000_000 and cfg.train.tokens <= 65_536
+    assert cfg.data.name == "shakespeare_char" and cfg.data.path is None  # the bundled corpus, by character
+    assert cfg.model.vocab_size == 65 and meta_parameters(cfg) < 1_000_000
+    assert total_steps(cfg.train, cfg.train.batch_size * cfg.model.context_length) == MINIATURE_STEPS
+
+
+def test_the_miniature_baseline_is_the_studys_recipe():
+    cfg = typed_preset("gpt2_small_chinchilla_miniature")
+    t, m = cfg.train, cfg.model
+    assert (t.lr, t.lr_schedule.value, t.weight_decay, t.grad_clip, m.dropout) == (0.0004, "constant", 0.1, None, 0.1)
+    assert (m.qkv_bias, m.weight_tying, cfg.intervention_names) == (False, False, ["baseline"])
+    assert (m.n_layers, m.n_heads, m.d_model, m.context_length, meta_parameters(cfg)) == (4, 4, 128, 64, 816_640)
+
+
+def test_the_peer_check_is_nanogpts_cpu_recipe():
+    cfg = typed_preset("nanogpt_shakespeare_char_cpu")
+    m, t = cfg.model, cfg.train
+    assert (cfg.data.name, m.vocab_size, m.context_length, m.n_layers, m.n_heads, m.d_model, m.dropout) == (
+        "shakespeare_char", 65, 64, 4, 4, 128, 0.0)
+    assert (t.batch_size, t.seq_len or m.context_length, total_steps(t, 12 * 64)) == (12, 64, 2000)
+    assert (t.lr, t.beta1, t.beta2, t.weight_decay, t.grad_clip) == (1e-3, 0.9, 0.99, 0.1, 1.0)
+    assert (cfg.init_seed, cfg.data_seed) == (1337, 1337)
+
+    def nanogpt_lr(step: int) -> float:  # linear warm-up over 100 steps, cosine to 1e-4 at step 2000
+        if step < 100:
+            return 1e-3 * (step + 1) / 101
+        return 1e-4 + 0.5 * (1 + math.cos(math.pi * (step - 100) / 1900)) * (1e-3 - 1e-4)
+
+    assert all(abs(lr_at(step, 2000, t) - nanogpt_lr(step)) < 1e-12 for step in range(100))
+    assert max(abs(lr_at(step, 2000, t) - nanogpt_lr(step)) for step in range(2000)) < 5e-7
+
+
+def test_an_intervention_the_peer_check_overrides_is_refused():
+    with pytest.raises(ConfigError, match="intervention 'grad_clip' sets train.grad_clip=3.5 but"):
+        typed_preset("nanogpt_shakespeare_char_cpu", "intervention=grad_clip")
+    assert typed_preset("nanogpt_shakespeare_char_cpu", "intervention=qkv_bias").model.qkv_bias
 
 
 def test_a_noise_seed_pair_wins_over_the_preset_whatever_the_order():

@@ -20,7 +20,7 @@ from gptx.hardware import resolve_device
 from gptx.model import GPTModel
 from gptx.scoring import SMOKE_PROMPT, greedy_sample
 from gptx.seeding import seed_everything
-from gptx.tokenizer import gpt2_tokenizer
+from gptx.tokenizer import TextTokenizer, tokenizer_for
 from gptx.tools.load import USER_ERRORS, load_model, report_user_error
 
 
@@ -38,9 +38,9 @@ def sample_tokens(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, tempe
     return idx
 
 
-def generate(model: GPTModel, prompt: str, max_new_tokens: int, device: torch.device,
+def generate(model: GPTModel, prompt: str, max_new_tokens: int, device: torch.device, tok: TextTokenizer,
              temperature: float | None = None, top_k: int | None = None, seed: int = 0) -> str:
-    """The prompt and its continuation: greedy unless a temperature or top-k asks for sampling."""
+    """The prompt and its continuation (in `tok`'s tokens): greedy unless a temperature or top-k asks for sampling."""
     if not prompt:
         raise ConfigError("--prompt is empty: give at least one token to continue")
     if max_new_tokens < 0:
@@ -51,9 +51,8 @@ def generate(model: GPTModel, prompt: str, max_new_tokens: int, device: torch.de
         raise ConfigError(f"--temperature {temperature} must be >= 0 (0 = greedy)")
     model = model.to(device).eval()
     if temperature == 0 or (temperature is None and top_k is None):
-        return greedy_sample(model, device, max_new_tokens, prompt)
+        return greedy_sample(model, device, max_new_tokens, tok, prompt)
     seed_everything(seed)
-    tok = gpt2_tokenizer()
     idx = torch.tensor([tok.encode(prompt)], device=device)
     out = sample_tokens(model, idx, max_new_tokens, 1.0 if temperature is None else temperature, top_k)
     return tok.decode(out[0].tolist())
@@ -75,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load_model(args.model)
         device = resolve_device(DeviceKind(args.device))
-        text = generate(loaded.model, args.prompt, args.max_new_tokens, device, args.temperature, args.top_k,
+        tok = tokenizer_for(loaded.config.data if loaded.config is not None else None)
+        text = generate(loaded.model, args.prompt, args.max_new_tokens, device, tok, args.temperature, args.top_k,
                         args.seed)
     except USER_ERRORS as err:
         return report_user_error(err)
