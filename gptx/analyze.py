@@ -1,13 +1,83 @@
 """The noise report: is each intervention real, or is it in the noise?
 
     python -m gptx.analyze SWEEP_DIR [PATH ...] [--baseline baseline] [--metric test_loss] [--out DIR]
+                           [--min-effect 0.01] [--no-plots]
 
-The command around `gptx.analysis`, which holds the reading, the statistics, the text and the figures.
+Finds every `result.json` below the paths (nothing else is needed, so results copied from a cluster
+work), lists failed, diverged and incomplete runs while leaving them out of the statistics, and writes
+report.md, runs.csv, summary.json, noise.png and curves.png. The analysis itself lives in the torch-free
+package `gptx.analysis`; docs/analysis.md explains every statistic.
 """
 
+import argparse
+import json
 import sys
+from pathlib import Path
 
-from gptx.analysis.summary import main, write_report  # noqa: F401 - the command's public names
+from gptx.analysis.report import markdown, table
+from gptx.analysis.runs import Run, UserError, find_results, find_unfinished, load_run, read_curve, write_runs_csv
+from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
+
+
+def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
+                 seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True) -> dict:
+    """Analyse every result.json below `paths` and write report.md, runs.csv, summary.json and (unless
+    plots=False) noise.png and curves.png into `out_dir`; return the summary."""
+    runs = [load_run(f, metric) for f in find_results([Path(p) for p in paths])]
+    runs += [Run(d, {}, "?", "running", reason="incomplete: no result.json (killed before writing one)")
+             for d in find_unfinished([Path(p) for p in paths])]
+    if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
+        raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
+    summary = jsonable(analyze(runs, baseline, metric, seed, min_effect))
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write the report into {out_dir} (--out): {e.strerror or e}") from e
+    write_runs_csv(runs, out_dir / "runs.csv")
+    (out_dir / "report.md").write_text(markdown(summary))
+    if plots:
+        from gptx.analysis import plots as figures  # matplotlib is imported only when figures are drawn
+
+        figures.plot_noise(summary, [r for r in runs if r.included], out_dir / "noise.png")
+        figures.plot_curves([(r.arm, r.included, read_curve(r.folder)) for r in runs], summary["order"],
+                            summary["baseline"], out_dir / "curves.png")
+    return summary
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other user error, instead of usage + error
+        self.exit(2, f"gptx.analyze: error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: analyse, print the table, write the report files; user errors print one line, exit 2."""
+    parser = _Parser(prog="python -m gptx.analyze", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep or run folders holding result.json")
+    parser.add_argument("--baseline", default="baseline", help="arm the interventions are compared with")
+    parser.add_argument("--metric", default="test_loss", help="result.json field to analyse (lower: better)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the PATH, when only one is given)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--min-effect", type=float, default=MIN_EFFECT,
+                        help=f"smallest effect worth detecting (metric units), for seeds-needed (default {MIN_EFFECT})")
+    parser.add_argument("--no-plots", action="store_true", help="skip noise.png and curves.png")
+    args = parser.parse_args(argv)
+    try:
+        if args.out is None and len(args.paths) > 1:
+            raise UserError("several PATHs given: say where the report goes with --out DIR")
+        if not args.min_effect > 0:
+            raise UserError(f"--min-effect must be a positive number, got {args.min_effect}")
+        out = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent)
+        summary = write_report(args.paths, out, args.baseline, args.metric, args.seed, args.min_effect,
+                               plots=not args.no_plots)
+    except UserError as e:
+        print(f"gptx.analyze: error: {e}", file=sys.stderr)
+        return 2
+    print(table(summary))
+    print(f"\nreport written to {out / 'report.md'}")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

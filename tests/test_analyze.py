@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from gptx import analyze, stats
+from gptx import analyze
+from gptx.analysis import stats
 
 PARAMS = [f"trf_blocks.{i}.att.W_query.weight" for i in range(25)] + ["out_head.weight"]
 

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from gptx import stats
+from gptx.analysis import stats
 
 INIT_SEED_LOSSES = [3.691526, 3.673453, 3.653592]  # the study's init-seed noise runs
 TRAIN_SEED_LOSSES = [3.691526, 3.681356, 3.680505]  # same initial weights, train seed none / 23 / 67

@@ -1,9 +1,10 @@
-"""Figures for the noise report: noise.png (runs against baseline noise bands) and curves.png (loss curves).
+"""Figures for the noise report: noise.png (every run, joined by init seed; each Δ's CI) and curves.png.
 
 Figures are built on `matplotlib.figure.Figure` directly (Agg canvas) rather than pyplot, so plotting
 from a Hydra callback neither needs a display nor changes the backend of the process that calls it.
 """
 
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,99 +19,82 @@ def _colours(arms: list[str]) -> dict:
     return {a: cmap(i % cmap.N) for i, a in enumerate(arms)}
 
 
-def noise_yardstick(summary: dict) -> tuple[str, float | None]:
-    """The noise drawn as bands: total (init-seed) noise when measured, else the best estimate there is."""
-    noise = summary.get("noise") or {}
-    for key in ("init_seed", "init_seed_train_pinned", "train_seed"):
-        if noise.get(key) and noise[key]["sd"]:
-            return f"{key} noise", noise[key]["sd"]
-    base = summary["arms"].get(summary["baseline"])
-    return "baseline SD", (base or {}).get("sd")
-
-
-def plot_noise(summary: dict, values: dict[str, list[float]], path: Path) -> None:
-    """Each arm's runs as points with mean and 95% CI, over the baseline mean's ±1/2/3σ noise bands."""
+def plot_noise(summary: dict, runs: list, path: Path) -> None:
+    """Left: every run as a point per arm, runs at one init seed joined across arms; right: each Δ's CI."""
     order = summary["order"]
-    fig = Figure(figsize=(max(6.0, 0.9 * len(order) + 2), 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    base = summary["arms"].get(summary["baseline"])
-    label, sd = noise_yardstick(summary)
-    if base and sd:
-        for k, alpha in ((3, 0.08), (2, 0.12), (1, 0.18)):
-            ax.axhspan(
-                base["mean"] - k * sd,
-                base["mean"] + k * sd,
-                color="tab:blue",
-                alpha=alpha,
-                lw=0,
-                label=f"baseline ±{k}σ ({label}, σ = {sd:.4g})" if k == 1 else f"±{k}σ",
-            )
-        ax.axhline(base["mean"], color="tab:blue", lw=1)
-    for x, arm in enumerate(order):
-        v = np.asarray(values.get(arm, []), float)
-        jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(len(v))
-        ax.scatter(x + jitter, v, s=14, color="0.35", zorder=3)
-        e = summary["arms"][arm]
-        lo, hi = e["ci"] if e["ci"] else (e["mean"], e["mean"])
-        ax.errorbar(
-            [x + 0.3],
-            [e["mean"]],
-            yerr=[[e["mean"] - lo], [hi - e["mean"]]],
-            fmt="o",
-            color="black",
-            capsize=3,
-            zorder=4,
-        )
-    ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
-    ax.set_ylabel(f"{summary['metric']} (lower is better)")
-    ax.set_title("Runs per arm (grey), mean with 95% CI (black), baseline noise bands")
-    if base and sd:
-        ax.legend(loc="best", fontsize="small")
+    arms = summary["arms"]
+    fig = Figure(figsize=(max(8.0, 1.1 * len(order) + 4), 5.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[3, 2])
+    x_of = {a: i for i, a in enumerate(order)}
+    by_seed = defaultdict(list)
+    for r in runs:
+        if r.arm in x_of:
+            by_seed[r.seeds[0]].append((x_of[r.arm], r.value))
+    for pts in by_seed.values():
+        if len(pts) > 1:
+            pts.sort()
+            left.plot(*zip(*pts), color="0.75", lw=0.6, zorder=1)
+    for r in runs:
+        if r.arm in x_of:
+            left.scatter(x_of[r.arm], r.value, s=16, color="tab:blue" if r.arm == summary["baseline"] else "0.3",
+                         zorder=3)
+    left.set_xticks(range(len(order)), order, rotation=30, ha="right")
+    left.set_ylabel(f"{summary['metric']} (lower is better)")
+    left.set_title("every run; grey lines join runs\nat one init seed across arms", fontsize="medium")
+    compared = [a for a in order if a != summary["baseline"]]
+    for y, a in enumerate(compared):
+        e = arms[a]
+        if e.get("ci"):
+            right.errorbar([e["delta"]], [y], xerr=[[e["delta"] - e["ci"][0]], [e["ci"][1] - e["delta"]]],
+                           fmt="o" if e["n"] > 1 else "none", color="black", capsize=3)
+        elif e.get("delta") is not None:
+            right.scatter([e["delta"]], [y], marker="x", color="0.5")
+        right.annotate(e["verdict"] + (" (tentative)" if e.get("tentative") else ""), (0, y), xytext=(4, 6),
+                       textcoords="offset points", fontsize="x-small", color="0.3")
+    right.axvline(0, color="tab:blue", lw=1)
+    right.set_yticks(range(len(compared)), compared)
+    right.set_xlabel("Δ vs baseline with its 95% CI (model, Satterthwaite df); x: not tested")
+    right.set_title("Δ per intervention", fontsize="medium")
     fig.savefig(path, dpi=120)
 
 
-def plot_curves(curves: list[tuple[str, list[dict]]], order: list[str], path: Path) -> None:
-    """Training loss (lines) and validation loss (dots) against tokens for every run, coloured by arm."""
-    arms = list(dict.fromkeys(order + [a for a, _ in curves]))
+def plot_curves(curves: list[tuple[str, bool, list[dict]]], order: list[str], baseline: str, path: Path) -> None:
+    """Training loss against tokens, zoomed on the last part of training; baseline bold, excluded runs dashed."""
+    arms = list(dict.fromkeys(order + [a for a, _, _ in curves]))
     colours = _colours(arms)
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.add_subplot()
-    segments: dict = {a: [] for a in arms}
-    drawn, axes_used = set(), set()
-    for arm, rows in curves:
+    segments: dict = defaultdict(list)
+    drawn, axes_used, tails = set(), set(), []
+    for arm, included, rows in curves:
         x = "tokens" if rows and all("tokens" in r for r in rows) else "step"
-        train = [
-            (r[x], r["train_loss"]) for r in rows if r.get(x) is not None and r.get("train_loss") is not None
-        ]
-        val = [(r[x], r["val_loss"]) for r in rows if r.get(x) is not None and r.get("val_loss") is not None]
+        train = [(r[x], r["train_loss"]) for r in rows if r.get(x) is not None and r.get("train_loss") is not None]
         if len(train) > 1:
-            segments[arm].append(np.asarray(train, float))
-        if val:
-            v = np.asarray(val, float)
-            ax.scatter(v[:, 0], v[:, 1], s=8, color=colours[arm], zorder=3)
-        if train or val:
+            xy = np.asarray(train, float)
+            segments[(arm, included)].append(xy)
+            tails.append(xy[len(xy) // 2:, 1])
             drawn.add(arm)
             axes_used.add(x)
-    for arm, segs in segments.items():
-        if segs:  # one collection an arm: hundreds of runs draw in one call each
-            ax.add_collection(LineCollection(segs, colors=[colours[arm]], linewidths=0.8, alpha=0.6))
+    for (arm, included), segs in segments.items():
+        ax.add_collection(LineCollection(segs, colors=[colours[arm]], linewidths=2.0 if arm == baseline else 0.8,
+                                         linestyles="solid" if included else "dashed", alpha=0.8,
+                                         zorder=3 if arm == baseline else 2))
     if drawn:
         ax.autoscale_view()
-        ax.legend(
-            [Line2D([], [], color=colours[a]) for a in arms if a in drawn],
-            [a for a in arms if a in drawn],
-            fontsize="small",
-            loc="upper right",
-        )
-        ax.set_xlabel(" or ".join(sorted(axes_used, reverse=True)))
-        ax.set_ylabel("loss (lines: train, dots: validation)")
+        finite = np.concatenate(tails)
+        finite = finite[np.isfinite(finite)]
+        xs = np.concatenate([s[:, 0] for segs in segments.values() for s in segs])
+        ax.set_xlim(0.5 * xs.max(), xs.max())  # the last half of training, where final differences show
+        if len(finite):
+            pad = 0.05 * (finite.max() - finite.min() or 1.0)
+            ax.set_ylim(finite.min() - pad, finite.max() + pad)
+        handles = [Line2D([], [], color=colours[a], lw=2.0 if a == baseline else 0.8) for a in arms if a in drawn]
+        handles.append(Line2D([], [], color="0.4", ls="dashed"))
+        ax.legend(handles, [a for a in arms if a in drawn] + ["left out of the statistics"], fontsize="small",
+                  loc="upper right")
+        ax.set_xlabel(" or ".join(sorted(axes_used, reverse=True)) + " (last half of training)")
+        ax.set_ylabel("training loss")
     else:
-        ax.text(
-            0.5,
-            0.5,
-            "no metrics.jsonl found beside the results",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
+        ax.text(0.5, 0.5, "no metrics.jsonl found beside the results", ha="center", va="center",
+                transform=ax.transAxes)
     fig.savefig(path, dpi=120)

@@ -1,7 +1,7 @@
-"""The noise report as text: the terminal table and report.md, rendered from `gptx.analyze`'s summary.
+"""The noise report as text: the terminal table and report.md, rendered from the analysis summary.
 
 Pure functions of the summary dict (the same one written to summary.json), so a saved summary can be
-re-rendered without the runs; the numbers themselves are computed in `gptx.analyze` and `gptx.stats`.
+re-rendered without the runs; the numbers are computed in `gptx.analysis.summary` and `.model`.
 """
 
 # the keys of summary["noise"] holding an estimate, in the order the noise section lists them
@@ -23,11 +23,21 @@ def _p(p) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
+def _verdict_cell(e: dict) -> str:
+    """The verdict as printed: tentative ones marked, an untestable one with its reason left to the text."""
+    return e["verdict"] + (" (tentative)" if e.get("tentative") else "")
+
+
+def _df(x) -> str:
+    """Degrees of freedom to one decimal; n/a for None."""
+    return "n/a" if x is None else f"{x:.1f}"
+
+
 def table(summary: dict) -> str:
     """The terminal table: one line an arm, worst (highest loss) first, best last."""
-    head = ("arm", "n", "mean", "SD", "95% CI of mean", "Δ", "z", "band", "Holm p", "verdict")
-    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _f(e["sd"]), _ci(e["ci"]), _f(e["delta"], sign=True),
-                      _f(e["z"], 2, sign=True), e["band"], _p(e["p_holm"]), e["verdict"])
+    head = ("arm", "n", "mean", "Δ", "95% CI of Δ", "df", "Holm p", "verdict")
+    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _f(e["delta"], sign=True), _ci(e["ci"], sign=True),
+                      _df(e["df"]), _p(e["p_holm"]), _verdict_cell(e))
                      for a, e in ((a, summary["arms"][a]) for a in summary["order"])]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -75,16 +85,27 @@ def _noise_md(noise: dict | None, baseline: str) -> list[str]:
         sources = (("init seed", "init"), ("train seed", "train"), ("residual (init × train)", "residual"))
         for name, k in sources:
             ci = g[f"var_{k}_ci"]
+            df_s = g.get(f"df_{k}_satterthwaite")
+            why = f"n/a (df {df_s:.2f} < 1)" if df_s is not None and df_s < 1 else "n/a"
             p = _p(g[f"p_{k}"]) if k != "residual" else ""
             rows.append([name, g[f"df_{k}"], f"{g[f'ms_{k}']:.3g}", f"{g[f'var_{k}']:.3g}",
-                         _f(g[f"var_{k}"] ** 0.5), f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "n/a", p])
+                         _f(g[f"var_{k}"] ** 0.5), f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else why, p])
         out += _md_table(["source", "df", "mean square", "σ²", "SD", "95% CI of σ²", "F-test p"], rows)
-        out += ["", "Training noise is σ²_train + σ²_residual: a train seed has no consistent effect across "
-                "initial weights, so most of it lands in the residual. The CIs of σ²_init and σ²_train are "
-                f"Satterthwaite approximations (df {_f(g['df_init_satterthwaite'], 2)} and "
-                f"{_f(g['df_train_satterthwaite'], 2)}); estimates below zero are reported as 0."]
+        p_train = g["p_train"]
+        if p_train is not None and p_train >= 0.05:
+            out += ["", f"A train seed shows no consistent effect across initial weights (F-test p = "
+                    f"{_p(p_train)}), so most training noise lands in the residual."]
+        elif p_train is not None:
+            out += ["", f"A train seed has a consistent effect across initial weights here (F-test p = "
+                    f"{_p(p_train)})."]
+        out.append("The CIs of σ²_init and σ²_train are Satterthwaite approximations (df "
+                   f"{_f(g['df_init_satterthwaite'], 2)} and {_f(g['df_train_satterthwaite'], 2)}; none is "
+                   "shown below 1 df); estimates below zero are reported as 0.")
         if g["share_init"] is not None:
-            out.append(f"Initial weights account for {100 * g['share_init']:.0f}% of the estimated variance.")
+            n = g["n_init"] * g["n_train"]
+            out.append(f"Initial weights account for {100 * g['share_init']:.0f}% of the estimated variance "
+                       f"(indicative, n = {n} runs)." if n < 30 else
+                       f"Initial weights account for {100 * g['share_init']:.0f}% of the estimated variance.")
     sd_i, sd_t = (noise[k]["sd"] if noise[k] else None for k in NOISE_KINDS[:2])
     if (g and (g["share_init"] or 0) > 0.5) or (sd_i and sd_t is not None and sd_i > sd_t):
         out += ["", "Initial-weight noise dominates: run each intervention at the same init seeds as the "
@@ -93,27 +114,87 @@ def _noise_md(noise: dict | None, baseline: str) -> list[str]:
     return out
 
 
-def _intervention_md(a: str, e: dict) -> str:
-    """One intervention's verdict, evidence, initial-weight identity, yardstick and power in a paragraph."""
-    init = {True: "changes the initial weights (same init_seed, different init_weights_sha256)",
-            False: "leaves the initial weights bit-identical",
-            None: "may change the initial weights (no shared init_seed with hashes)"}[e["init_changed"]]
-    ident = e["param_identity"]
+def _intervention_md(a: str, e: dict, base: str) -> str:
+    """One intervention's verdict, its comparison, initial-weight identity, test-set noise and power."""
+    if e["verdict"] == "identical to the baseline":
+        why = f" The runs' records: {e['identical_why']}." if e.get("identical_why") else ""
+        return (f"- `{a}`: **identical to the baseline**: this intervention changed nothing in this set-up "
+                f"(all {e['n_identical']} run(s) ended with the baseline's final weights, "
+                f"final_weights_sha256, at the same seeds); Δ = 0 exactly, nothing to test.{why}")
+    if e["why_not_testable"] and e.get("pairing") is None:
+        return f"- `{a}`: **not testable**: {e['why_not_testable']}."
+    pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
+               "unpaired": "unpaired: no run shares an init block with the baseline, so initial-weight noise "
+                           "is part of the difference",
+               "partly paired": "partly paired: some runs share an init block with the baseline"}[e["pairing"]]
+    text = f"- `{a}`: **{_verdict_cell(e)}**. "
+    if e["why_not_testable"]:
+        text += f"Not testable: {e['why_not_testable']}. Δ = {_f(e['delta'], sign=True)} (not tested). "
+    else:
+        text += (f"Δ = {_f(e['delta'], sign=True)}, 95% CI {_ci(e['ci'], sign=True)}, t = {e['t']:+.2f}, "
+                 f"df = {e['df']:.1f}, p = {_p(e['p'])}, Holm p = {_p(e['p_holm'])} (n = {e['n']} run(s)). ")
+        if e["z"] is not None:
+            text += (f"z = {e['z']:+.2f} ({e['band']}) in units of the SD of one arm-minus-baseline "
+                     f"difference in this comparison, {_f(e['sd_difference'])}. ")
+        if e["verdict"] == "no detectable effect" and e["min_detectable"] is not None:
+            text += (f"This comparison could have detected |Δ| ≥ {_f(e['min_detectable'])} with 80% power "
+                     "(α = 0.05); smaller effects are not excluded. ")
+        if e["tentative"]:
+            text += "Tentative: it rests on " + ("one run" if e["n"] == 1 else f"{e['df']:.1f} df") + ". "
+    text += f"It is {pairing} ({e['n_blocks_shared']} shared block(s))."
+    ident = e.get("param_identity")
     if ident:
         only = len(ident["only_in_arm"])
-        init += (f"; {ident['identical']}/{ident['shared']} shared parameters identical at init_seed "
-                 f"{ident['init_seed']}" + ("" if ident["consistent"] else " (other seeds differ)")
-                 + (f", {only} parameter(s) only in this arm" if only else ""))
-    need = e["seeds_needed"]
-    return (f"- `{a}`: **{e['verdict']}**. {e['evidence']}. It {init}. Yardstick: {e['noise']['name']} "
-            f"noise, SD {_f(e['noise']['sd'])}, because {e['noise']['why']}. {e['n_pairs']} seed(s) shared "
-            f"with the baseline. Seeds for 80% power: {need['unpaired'] or 'n/a'} unpaired "
-            f"(SD {_f(need['unpaired_sd'])}), {need['paired'] or 'n/a'} paired (SD {_f(need['paired_sd'])}, "
-            f"{need['paired_basis']}).")
+        text += (f" {ident['identical']}/{ident['shared']} shared parameters started identical at init_seed "
+                 f"{ident['init_seed']}" + (f", {only} parameter(s) only in this arm" if only else "") + ".")
+    if e.get("bootstrap_ci"):
+        text += f" Cluster bootstrap CI (init seeds resampled): {_ci(e['bootstrap_ci'], sign=True)}."
+    ts = e.get("test_set")
+    if ts and e.get("sd_difference"):
+        share = (ts["se"] / e["sd_difference"]) ** 2
+        text += (f" Test-set sampling noise: the per-sequence SE of one seed's difference is {_f(ts['se'])} "
+                 f"({ts['n_sequences']} sequences, {ts['n_seeds']} seed(s)), {100 * share:.0f}% of that "
+                 "difference's variance.")
+    need = e.get("seeds_needed")
+    if need and need.get("seeds"):
+        unit = "pairs" if e["pairing"] != "unpaired" else "seeds an arm"
+        text += f" To detect the minimum effect (see Planning): {need['seeds']} {unit}."
+    return text
+
+
+def _design_md(summary: dict) -> list[str]:
+    """The model every comparison comes from: method, variance components with their df, planning."""
+    d = summary["design"]
+    if not d:
+        return [f"No runs of the baseline arm `{summary['baseline']}`: no comparisons."]
+    out = [f"Method: {d['method']}. {d['n_configs']} seed configurations in {d['n_blocks']} init block(s) "
+           "(runs that started from the same initial weights at the same init_seed)."]
+    if d["why_not_fitted"]:
+        return out + [f"Nothing could be tested: {d['why_not_fitted']}."]
+    for name, sd, df in (("initial-weight noise σ_init", d["sd_init"], d["df_init"]),
+                         ("training noise σ_train", d["sd_train"], d["df_train"])):
+        if df is None:
+            out.append(f"- {name}: {_f(sd)}, not separately estimable from these runs.")
+        else:
+            flag = " (fewer than 3 df: barely estimated)" if df < 3 else ""
+            out.append(f"- {name}: {_f(sd)} (REML, Satterthwaite df {df:.1f}{flag}).")
+    pl = summary["planning"]
+    if pl:
+        out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), α = 0.05, 80% "
+                "power, from the upper 95% confidence limit of σ (not from any observed Δ):"]
+        for name, what in (("paired", "pairs (same init seeds, initial weights unchanged)"),
+                           ("unpaired", "seeds an arm (unpaired)")):
+            e = pl[name]
+            if e["seeds"]:
+                out.append(f"- {e['seeds']} {what}: σ of one difference ≤ {_f(e['sd_upper'])} "
+                           f"(estimate {_f(e['sd'])}, {e['df']:.1f} df).")
+            else:
+                out.append(f"- {name}: not planned (σ not estimable with ≥ 1 df from these runs).")
+    return out
 
 
 def markdown(summary: dict) -> str:
-    """report.md: the tables, noise with its caveats, the floor, interactions, exclusions, the method."""
+    """report.md: arms, verdicts, the model, noise with its caveats, floor, interactions, exclusions."""
     arms, m, base, order = summary["arms"], summary["metric"], summary["baseline"], summary["order"]
     out = [f"# Noise report: {m}", "", f"{summary['n_runs']} result files, {summary['n_included']} in the "
            f"statistics, {len(summary['excluded'])} left out (listed below). Baseline arm: `{base}`. "
@@ -123,31 +204,28 @@ def markdown(summary: dict) -> str:
     out += ["## Arms", ""]
     out += _md_table(["arm", "n", "mean", "SD (n−1)", "SD (n)", "SE", "95% CI of mean", "95% CI of SD"],
                      [[f"`{a}`", e["n"], _f(e["mean"]), _f(e["sd"]), _f(e["sd_population"]), _f(e["se"]),
-                       _ci(e["ci"]), _ci(e["sd_ci"])] for a, e in ((a, arms[a]) for a in order)])
-    few = [a for a in order if arms[a]["sd_ci"] and arms[a]["n"] <= 10]
-    if few:
-        ranges = "; ".join(f"`{a}` (n = {arms[a]['n']}) could have a true SD anywhere from "
-                           f"{_f(arms[a]['sd_ci'][0])} to {_f(arms[a]['sd_ci'][1])}" for a in few)
-        out += ["", f"With few seeds an SD is barely estimated; the chi-square 95% CIs say how little: "
-                f"{ranges}."]
+                       _ci(e["mean_ci"]), _ci(e["sd_ci"])] for a, e in ((a, arms[a]) for a in order)])
     if any(arms[a]["n"] == 1 for a in order):
         out += ["", "An arm with one run has no SD (n/a)."]
-    compared = [a for a in order if arms[a].get("noise")]
+    compared = [a for a in order if a != base]
     out += ["", "## Interventions vs baseline", ""]
     if compared:
-        out += _md_table(["arm", "Δ", "z", "band", "test", "p", "Holm p", "95% CI of Δ (test)",
-                          "bootstrap CI of Δ", "verdict"],
-                         [[f"`{a}`", _f(e["delta"], sign=True), _f(e["z"], 2, sign=True), e["band"],
-                           e["test"] or "none", _p(e["p"]), _p(e["p_holm"]), _ci(e["test_ci"], sign=True),
-                           _ci(e["bootstrap_ci"], sign=True), f"**{e['verdict']}**"]
+        out += ["Every number in a row comes from one comparison in one model of the whole design "
+                "(see Design model): Δ is the estimate tested, inside its CI; n and df beside it. "
+                "(tentative) marks a verdict resting on one run or fewer than 3 df.", ""]
+        out += _md_table(["arm", "n", "pairing", "Δ", "95% CI of Δ", "df", "p", "Holm p", "z", "verdict"],
+                         [[f"`{a}`", e["n"], e.get("pairing") or "n/a", _f(e["delta"], sign=True),
+                           _ci(e["ci"], sign=True), _df(e["df"]), _p(e["p"]), _p(e["p_holm"]),
+                           _f(e["z"], 2, sign=True), f"**{_verdict_cell(e)}**"]
                           for a, e in ((a, arms[a]) for a in compared)])
-        out += [""] + [_intervention_md(a, arms[a]) for a in compared]
+        out += [""] + [_intervention_md(a, arms[a], base) for a in compared]
     else:
         out.append(f"Nothing to compare (needs runs of `{base}` and of at least one other arm).")
-    out += ["", "## Noise (baseline arm)", ""] + _noise_md(summary["noise"], base)
+    out += ["", "## Design model", ""] + _design_md(summary)
+    out += ["", "## Noise (baseline arm, descriptive)", ""] + _noise_md(summary["noise"], base)
     fl = summary["floor"]
     out += ["", "## Nondeterminism floor", ""]
-    if fl["n_groups"] == 0:
+    if not fl or fl["n_groups"] == 0:
         out.append("No configuration was repeated (same arm and seeds, another replica): not measured.")
     else:
         unknown = fl["n_groups"] - fl["n_bitwise_identical"] - fl["n_differing"]
@@ -158,23 +236,22 @@ def markdown(summary: dict) -> str:
                    + (" Every repeat was bitwise identical: the floor is zero." if fl["n_bitwise_identical"]
                       == fl["n_groups"] else ""))
     if summary["interactions"]:
-        out += ["", "## Interactions", "", "Interaction = Δ_stack − ΣΔ_singles (0 when the effects add up); "
-                "paired by seed when every arm shares ≥ 3 seeds, else Welch–Satterthwaite; Holm across "
-                "stacks.", ""]
-        out += _md_table(["stack", "interaction", "95% CI", "test", "df", "p", "Holm p"],
+        out += ["", "## Interactions", "", "Interaction = Δ_stack − ΣΔ_singles (0 when the effects add up), "
+                "a contrast in the same model; Holm across stacks.", ""]
+        out += _md_table(["stack", "interaction", "95% CI", "df", "p", "Holm p"],
                          [[f"`{i['stack']}`", _f(i["estimate"], sign=True), _ci(i["ci"], sign=True),
-                           i["name"], _f(i["df"], 1), _p(i["p"]), _p(i["p_holm"])]
-                          for i in summary["interactions"]])
+                           _df(i["df"]), _p(i["p"]), _p(i["p_holm"])] for i in summary["interactions"]])
     out += ["", "## Left out of the statistics", ""]
     out += _md_table(["run", "arm", "status", "reason"], [[f"`{x['path']}`", f"`{x['arm']}`", x["status"],
                                                            x["reason"]] for x in summary["excluded"]]) \
         if summary["excluded"] else ["None."]
     out += ["", "## Method", "",
-            "Sample SD (n − 1) and population SD (n); neither is √Σ(x − x̄)², a figure sometimes "
-            "quoted as an SD. 95% t CI of the mean, chi-square CI of the SD. z = Δ / the noise SD of one "
-            "run, read in bands of 1σ/2σ/3σ. The verdict's test is the paired t-test when ≥ 3 seeds are "
-            "shared with the baseline, else Welch's t-test, else (one run in an arm) a pooled t-test that "
-            "assumes equal noise; p-values are Holm-corrected across interventions. Bootstrap: percentile, "
-            f"9999 resamples, seed {summary['bootstrap_seed']}. Seeds for 80% power at α = 0.05 from the "
-            "noncentral t. Details: docs/analysis.md.", ""]
+            "All included runs (repeats averaged per seed configuration) are fitted by one linear mixed model: "
+            "loss = arm (fixed) + init block (random: runs with the same init_seed and the same initial "
+            "weights for the parameters they share) + training noise, by REML. Each intervention's Δ is its "
+            "arm effect against the baseline, with a t test on Satterthwaite degrees of freedom; p-values are "
+            "Holm-corrected across interventions (α = 0.05). An intervention whose runs differ from the "
+            "baseline's by a variance source the runs cannot estimate is not testable. Verdicts: better, "
+            "worse, no detectable effect (with the smallest effect detectable at 80% power), not testable, "
+            "identical to the baseline. Details and the calibration by simulation: docs/analysis.md.", ""]
     return "\n".join(out)
