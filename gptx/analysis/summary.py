@@ -221,7 +221,7 @@ def _planning(f: model.Fit, min_effect: float) -> dict:
     return out
 
 
-def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, seed: int) -> dict:
+def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, seed: int, detail: bool) -> dict:
     """One intervention against the baseline, every number from the model's contrast for this arm."""
     c = np.zeros(len(f.arms))
     c[f.arms.index(arm)] = 1.0
@@ -243,8 +243,8 @@ def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, see
     return {"delta": k.estimate, "delta_se": k.se, "df": k.df, "ci": k.ci, "t": k.statistic, "p": k.p,
             "why_not_testable": k.why, "pairing": pairing, "n_blocks_shared": len(mine & base), "z": z,
             "band": stats.sigma_band(z) if z is not None else "", "sd_difference": sd_diff,
-            "min_detectable": stats.min_detectable(k.se, k.df, ALPHA) if k.why is None else None,
-            "bootstrap_ci": stats.cluster_bootstrap_ci(diffs, seed) if pairing == "paired" else None}
+            "min_detectable": stats.min_detectable(k.se, k.df, ALPHA) if k.why is None and detail else None,
+            "bootstrap_ci": stats.cluster_bootstrap_ci(diffs, seed) if pairing == "paired" and detail else None}
 
 
 def _verdict(e: dict) -> tuple[str, bool]:
@@ -277,8 +277,12 @@ def _interactions(f: model.Fit, arms: list[str], baseline: str) -> list[dict]:
 
 
 def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_loss", seed: int = 0,
-            min_effect: float = MIN_EFFECT, noise_detail: bool = True) -> dict:
-    """The whole noise report as a dict: arms, the design model, verdicts, noise, floor, exclusions."""
+            min_effect: float = MIN_EFFECT, detail: bool = True) -> dict:
+    """The whole noise report as a dict: arms, the design model, verdicts, noise, floor, exclusions.
+
+    detail=False computes only what the verdicts need (the simulator's many sweeps): no descriptive noise,
+    floor, test-set noise, bootstrap, detectable effects or planning.
+    """
     runs = drop_duplicate_copies(runs)
     configs = _configs(runs)
     values = {k: float(np.mean([r.value for r in rs])) for k, rs in configs.items()}  # repeats averaged
@@ -304,9 +308,9 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
     f = model.fit([values[k] for k in keys], [k[0] for k in keys], [blocks[k] for k in keys], fit_arms) \
         if fit_arms else None
     for arm in fitted:
-        arms[arm].update(_row(f, arm, baseline, configs, blocks, seed))
+        arms[arm].update(_row(f, arm, baseline, configs, blocks, seed, detail))
         arms[arm]["param_identity"] = _param_identity(runs, arm, baseline)
-        arms[arm]["test_set"] = _test_set_noise(configs, arm, baseline) if noise_detail else None
+        arms[arm]["test_set"] = _test_set_noise(configs, arm, baseline) if detail else None
     for arm, p in zip(fitted, stats.holm([arms[a]["p"] for a in fitted]), strict=True):
         arms[arm]["p_holm"] = p
         arms[arm]["verdict"], arms[arm]["tentative"] = _verdict(arms[arm])
@@ -314,7 +318,7 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
         if same:
             arms[arm].update(verdict="identical to the baseline", delta=0.0, why_not_testable=None,
                              identical_why=_why_identical(same), n_identical=len(same))
-    planning = _planning(f, min_effect) if f and not f.why else None
+    planning = _planning(f, min_effect) if f and not f.why and detail else None
     for arm in fitted:
         if planning:
             arms[arm]["seeds_needed"] = planning["paired" if arms[arm]["pairing"] != "unpaired" else "unpaired"]
@@ -334,9 +338,9 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
             "bootstrap_seed": seed, "n_runs": len(runs), "n_included": sum(r.included for r in runs),
             "warnings": warnings, "order": sorted(arms, key=lambda a: (-arms[a]["mean"], a)), "arms": arms,
             "design": design, "planning": planning,
-            "noise": noise_estimates(configs, baseline) if baseline in arms and noise_detail else None,
+            "noise": noise_estimates(configs, baseline) if baseline in arms and detail else None,
             "interactions": _interactions(f, fitted, baseline) if f else [],
-            "floor": nondeterminism_floor(configs) if noise_detail else None,
+            "floor": nondeterminism_floor(configs) if detail else None,
             "excluded": [{"path": str(r.folder), "arm": r.arm, "status": r.status, "reason": r.reason}
                          for r in runs if not r.included]}
 
