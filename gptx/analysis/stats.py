@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, optimize, stats
+from scipy import optimize, stats
 
 CONFIDENCE = 0.95
 
@@ -137,19 +137,16 @@ def t_power(df: float, ncp: float, alpha: float = 0.05) -> float:
     """Power of a two-sided t test with `df` degrees of freedom at noncentrality `ncp`; never NaN.
 
     scipy's noncentral t returns NaN for large noncentrality; then P(|T| > c) is integrated directly,
-    T = (Z + ncp) / sqrt(V / df) with V chi-square: E_V[Φ(ncp − c√(V/df)) + Φ(−ncp − c√(V/df))].
+    T = (Z + ncp) / sqrt(V / df) with V chi-square: E_V[Φ(ncp − c√(V/df)) + Φ(−ncp − c√(V/df))], as a
+    mean over 20,000 evenly spaced quantiles of V (smooth, bounded integrand: error far below 1e-5).
     """
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     p = float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
     if math.isfinite(p) and 0 <= p <= 1:
         return p
-
-    def integrand(v: float) -> float:
-        c = crit * math.sqrt(v / df)
-        return float(stats.chi2.pdf(v, df) * (stats.norm.cdf(ncp - c) + stats.norm.cdf(-ncp - c)))
-
-    lo, hi = stats.chi2.ppf([1e-14, 1 - 1e-14], df)
-    return min(1.0, max(0.0, integrate.quad(integrand, lo, hi, points=[df], limit=200)[0]))
+    v = stats.chi2.ppf((np.arange(20_000) + 0.5) / 20_000, df)
+    c = crit * np.sqrt(v / df)
+    return float(np.clip(np.mean(stats.norm.cdf(ncp - c) + stats.norm.cdf(-ncp - c)), 0.0, 1.0))
 
 
 def power(n: int, effect: float, paired_design: bool = False, alpha: float = 0.05) -> float:
@@ -163,9 +160,12 @@ def min_detectable(se: float, df: float, alpha: float = 0.05, target: float = 0.
     """Smallest |Δ| a t test with this standard error and df detects with `target` power; None if undefined."""
     if se is None or not se > 0 or df is None or not df > 0:
         return None
-    if t_power(df, 1e4, alpha) < target:
-        return None
-    ncp = optimize.brentq(lambda x: t_power(df, x, alpha) - target, 0.0, 1e4, xtol=1e-9)
+    hi = 4.0
+    while t_power(df, hi, alpha) < target:  # bracket the answer: power rises with the noncentrality
+        if hi > 1e6:
+            return None
+        hi *= 4
+    ncp = optimize.brentq(lambda x: t_power(df, x, alpha) - target, 0.0, hi, xtol=1e-9)
     return float(ncp * se)
 
 

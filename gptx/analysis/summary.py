@@ -301,7 +301,7 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
         if r.included and r.arm == baseline and r.result.get("init_weights_sha256"):
             baseline_init.setdefault(r.seeds[0], r.result)
     identical = {a: _identical(configs, a, baseline) for a in arms if a != baseline} if baseline in arms else {}
-    fitted = [a for a in arms if a != baseline and not identical.get(a)]
+    fitted = [a for a in arms if a != baseline and not identical.get(a)] if baseline in arms else []
     fit_arms = [baseline, *sorted(fitted)] if baseline in arms else []
     blocks = {k: _init_block(rs[0], baseline_init) for k, rs in configs.items() if k[0] in fit_arms}
     keys = sorted(blocks, key=lambda k: (k[0], _seeds_key(k[1])))
