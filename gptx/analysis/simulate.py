@@ -63,6 +63,30 @@ def sweep(cells: list[tuple], rng: np.random.Generator, effect: float = 0.0, sd_
     return runs
 
 
+def random_sweep(rng: np.random.Generator) -> list[Run]:
+    """A sweep of random layout: arms, stacks, seeds, repeats, failed and unfinished runs, missing hashes."""
+    arms = ["baseline"] * (rng.random() < 0.9) + list(rng.choice(["a", "b", "c", "a+b"], rng.integers(0, 4),
+                                                                  replace=False))
+    changes_init = {a: rng.random() < 0.3 for a in arms}  # e.g. qkv_bias under the sequential init scheme
+    runs = []
+    for k in range(int(rng.integers(0, 25))):
+        arm = str(rng.choice(arms)) if arms else "baseline"
+        init = int(rng.integers(1, 6)) if rng.random() < 0.95 else None
+        train = [None, 1, 2][int(rng.integers(0, 3))]
+        status = str(rng.choice(["completed"] * 8 + ["failed", "running", "diverged"]))
+        loss = 3.7 + (0.02 * rng.normal() if init is not None else 0) + 0.005 * rng.normal()
+        loss = [loss, None, float("nan"), 3.7][int(rng.choice(4, p=[0.85, 0.05, 0.05, 0.05]))]
+        result = {"status": status, "arm": arm, "init_seed": init, "train_seed": train,
+                  "replica": int(rng.integers(0, 2)), "test_loss": loss,
+                  "final_weights_sha256": f"final-{rng.integers(0, 3) if rng.random() < 0.2 else k}",
+                  "init_weights_sha256": None if rng.random() < 0.2 else
+                  f"init-{init}-{arm if changes_init[arm] else ''}" if arms else f"init-{init}",
+                  "config_sha256": f"c{k % 7}", "hostname": "h", "wall_seconds": float(k % 5),
+                  "grad_clip_active_steps": int(rng.integers(0, 3)), "steps": 10, "warnings": ["w"]}
+        runs.append(run_from_result(result, Path(f"sim/{k}"), "test_loss"))
+    return runs
+
+
 def claims(summary: dict) -> tuple[int, int, int]:
     """(better, worse, arms compared) among the summary's interventions."""
     rows = [e for a, e in summary["arms"].items() if a != summary["baseline"]]
