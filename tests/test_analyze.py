@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 
+import numpy as np
 import pytest
 
 from gptx import analyze
@@ -362,3 +363,41 @@ def test_reproductions_are_not_counted_as_runs(tmp_path):
     make_run(tmp_path, "base22", ("baseline",), 22, None, 3.67)
     make_run(tmp_path / "base42" / "reproductions", "2026-01-01_00-00-00", ("baseline",), 42, None, 3.69)
     assert len(runs.find_results([tmp_path])) == 2
+
+
+def test_a_completed_run_with_a_null_loss_diverged(tmp_path):
+    make_run(tmp_path, "ok", loss=3.7)
+    make_run(tmp_path, "nan", init_seed=1, loss=None)  # a NaN test loss is written as null
+    (excluded,) = analyze.write_report([tmp_path], tmp_path / "out")["excluded"]
+    assert excluded["status"] == "diverged" and "null" in excluded["reason"]
+
+
+def test_copies_of_one_run_count_once(tmp_path):
+    for copy in ("copy_a", "copy_b"):
+        for s in (1, 2, 3):
+            make_run(tmp_path / copy, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s, final_hash=f"w{s}",
+                     config_sha256=f"c{s}", hostname="node1", wall_seconds=100.0 + s, curve=False)
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    assert s["arms"]["baseline"]["n_runs"] == 3 and s["floor"]["n_groups"] == 0  # no floor of zero measured
+    assert sum("duplicate copy" in e["reason"] for e in s["excluded"]) == 3
+
+
+def test_test_set_sampling_noise_from_per_sequence_losses(tmp_path):
+    rng = np.random.default_rng(0)
+    for s in (1, 2, 3):
+        base = rng.normal(3.7, 0.5, 64).astype(np.float32)
+        arm = base + rng.normal(-0.01, 0.02, 64).astype(np.float32)
+        for name, intervention, x in ((f"b{s}", ("baseline",), base), (f"g{s}", ("grad_clip",), arm)):
+            folder = make_run(tmp_path, name, intervention, init_seed=s, loss=float(x.mean()), curve=False)
+            np.save(folder / "test_losses.npy", x)
+    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
+    assert gc["test_set"]["n_seeds"] == 3 and gc["test_set"]["n_sequences"] == 64
+    assert gc["test_set"]["se"] == pytest.approx(0.02 / 8, rel=0.3)
+    assert "Test-set sampling noise" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cli_min_effect_and_no_plots(tmp_path, capsys):
+    paired_sweep(tmp_path)
+    assert analyze.main([str(tmp_path), "--min-effect", "0.05", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["planning"]["min_effect"] == 0.05 and not (tmp_path / "noise.png").exists()
