@@ -26,18 +26,17 @@ def plot_noise(summary: dict, runs: list, path: Path) -> None:
     fig = Figure(figsize=(max(8.0, 1.1 * len(order) + 4), 5.2), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=[3, 2])
     x_of = {a: i for i, a in enumerate(order)}
-    by_seed = defaultdict(list)
+    by_seed, points = defaultdict(list), defaultdict(list)
     for r in runs:
         if r.arm in x_of:
             by_seed[r.seeds[0]].append((x_of[r.arm], r.value))
-    for pts in by_seed.values():
-        if len(pts) > 1:
-            pts.sort()
-            left.plot(*zip(*pts), color="0.75", lw=0.6, zorder=1)
-    for r in runs:
-        if r.arm in x_of:
-            left.scatter(x_of[r.arm], r.value, s=16, color="tab:blue" if r.arm == summary["baseline"] else "0.3",
-                         zorder=3)
+            points[r.arm == summary["baseline"]].append((x_of[r.arm], r.value))
+    lines = [sorted(p) for s, p in by_seed.items() if s is not None and len({x for x, _ in p}) > 1]
+    left.add_collection(LineCollection(lines, colors="0.75", linewidths=0.6, zorder=1))  # one call, any size
+    for is_base, pts in points.items():
+        xy = np.asarray(pts, float)
+        left.scatter(xy[:, 0], xy[:, 1], s=16, color="tab:blue" if is_base else "0.3", zorder=3)
+    left.autoscale_view()
     left.set_xticks(range(len(order)), order, rotation=30, ha="right")
     left.set_ylabel(f"{summary['metric']} (lower is better)")
     left.set_title("every run; grey lines join runs\nat one init seed across arms", fontsize="medium")

@@ -234,12 +234,12 @@ def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, see
         var = 2 * f.var_train + (0 if pairing == "paired" else 2 * f.var_init)
         sd_diff = math.sqrt(var) if var > 0 else None
     z = stats.z_score(k.estimate, sd_diff) if k.why is None else None
-    diffs = []  # per shared block: mean arm minus mean baseline, for the cluster bootstrap
-    for b in sorted(mine & base, key=str):
-        va = [np.mean([r.value for r in rs]) for (a, s), rs in configs.items() if a == arm and blocks[(a, s)] == b]
-        vb = [np.mean([r.value for r in rs]) for (a, s), rs in configs.items()
-              if a == baseline and blocks[(a, s)] == b]
-        diffs.append(float(np.mean(va) - np.mean(vb)))
+    per_block: dict = defaultdict(lambda: defaultdict(list))  # block -> arm -> config values
+    for (a, s), b in blocks.items():
+        if a in (arm, baseline):
+            per_block[b][a].append(np.mean([r.value for r in configs[(a, s)]]))
+    # per shared block: mean arm minus mean baseline, for the cluster bootstrap
+    diffs = [float(np.mean(v[arm]) - np.mean(v[baseline])) for b, v in per_block.items() if b in mine & base]
     return {"delta": k.estimate, "delta_se": k.se, "df": k.df, "ci": k.ci, "t": k.statistic, "p": k.p,
             "why_not_testable": k.why, "pairing": pairing, "n_blocks_shared": len(mine & base), "z": z,
             "band": stats.sigma_band(z) if z is not None else "", "sd_difference": sd_diff,
