@@ -52,7 +52,7 @@ def plot_noise(summary: dict, runs: list, path: Path) -> None:
                        textcoords="offset points", fontsize="x-small", color="0.3")
     right.axvline(0, color="tab:blue", lw=1)
     right.set_yticks(range(len(compared)), compared)
-    right.set_xlabel("Δ vs baseline with its 95% CI (model, Satterthwaite df); x: not tested")
+    right.set_xlabel("Δ vs baseline: 95% CI of Δ\n(one model, Satterthwaite df; × = not tested)")
     right.set_title("Δ per intervention", fontsize="medium")
     fig.savefig(path, dpi=120)
 
