@@ -4,6 +4,8 @@ import csv
 import hashlib
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -401,3 +403,10 @@ def test_cli_min_effect_and_no_plots(tmp_path, capsys):
     assert analyze.main([str(tmp_path), "--min-effect", "0.05", "--no-plots"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["planning"]["min_effect"] == 0.05 and not (tmp_path / "noise.png").exists()
+
+
+def test_the_analysis_never_imports_torch():
+    code = ("import sys, gptx.analyze, gptx.analysis.simulate, gptx.analysis.plots; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
