@@ -28,6 +28,11 @@ def _verdict_cell(e: dict) -> str:
     return e["verdict"] + (" (tentative)" if e.get("tentative") else "")
 
 
+def _delta(e: dict) -> str:
+    """Δ as printed: '0 (exactly)' for an arm identical to the baseline, else signed to 6 decimals."""
+    return "0 (exactly)" if e["verdict"] == "identical to the baseline" else _f(e["delta"], sign=True)
+
+
 def _df(x) -> str:
     """Degrees of freedom to one decimal; n/a for None."""
     return "n/a" if x is None else f"{x:.1f}"
@@ -36,7 +41,7 @@ def _df(x) -> str:
 def table(summary: dict) -> str:
     """The terminal table: one line an arm, worst (highest loss) first, best last."""
     head = ("arm", "n", "mean", "Δ", "95% CI of Δ", "df", "Holm p", "verdict")
-    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _f(e["delta"], sign=True), _ci(e["ci"], sign=True),
+    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _delta(e), _ci(e["ci"], sign=True),
                       _df(e["df"]), _p(e["p_holm"]), _verdict_cell(e))
                      for a, e in ((a, summary["arms"][a]) for a in summary["order"])]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -182,11 +187,11 @@ def _design_md(summary: dict) -> list[str]:
     if pl:
         out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), α = 0.05, 80% "
                 "power, from the upper 95% confidence limit of σ (not from any observed Δ):"]
-        for name, what in (("paired", "pairs (same init seeds, initial weights unchanged)"),
-                           ("unpaired", "seeds an arm (unpaired)")):
+        for name, what, sd in (("paired", "pairs (same init seeds, initial weights unchanged)", "one difference"),
+                               ("unpaired", "seeds an arm (unpaired)", "one run")):
             e = pl[name]
             if e["seeds"]:
-                out.append(f"- {e['seeds']} {what}: σ of one difference ≤ {_f(e['sd_upper'])} "
+                out.append(f"- {e['seeds']} {what}: σ of {sd} ≤ {_f(e['sd_upper'])} "
                            f"(estimate {_f(e['sd'])}, {e['df']:.1f} df).")
             else:
                 out.append(f"- {name}: not planned (σ not estimable with ≥ 1 df from these runs).")
@@ -214,7 +219,7 @@ def markdown(summary: dict) -> str:
                 "(see Design model): Δ is the estimate tested, inside its CI; n and df beside it. "
                 "(tentative) marks a verdict resting on one run or fewer than 3 df.", ""]
         out += _md_table(["arm", "n", "pairing", "Δ", "95% CI of Δ", "df", "p", "Holm p", "z", "verdict"],
-                         [[f"`{a}`", e["n"], e.get("pairing") or "n/a", _f(e["delta"], sign=True),
+                         [[f"`{a}`", e["n"], e.get("pairing") or "n/a", _delta(e),
                            _ci(e["ci"], sign=True), _df(e["df"]), _p(e["p"]), _p(e["p_holm"]),
                            _f(e["z"], 2, sign=True), f"**{_verdict_cell(e)}**"]
                           for a, e in ((a, arms[a]) for a in compared)])
