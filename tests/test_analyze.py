@@ -220,7 +220,11 @@ def test_identical_final_weights_are_reported_as_no_change(tmp_path):
         make_run(tmp_path, f"g{s_}", ("grad_clip",), init_seed=s_, loss=3.7 + 0.01 * s_, final_hash=f"w{s_}",
                  curve=False, grad_clip_active_steps=0, grad_norm_max=1.6)
         make_run(tmp_path, f"n{s_}", ("no_dropout",), init_seed=s_, loss=3.69 + 0.01 * s_, curve=False)
+        make_run(tmp_path, f"s{s_}", ("grad_clip", "no_dropout"), init_seed=s_, loss=3.68 + 0.01 * s_,
+                 curve=False)
     s = analyze.write_report([tmp_path], tmp_path / "out")
+    (i,) = s["interactions"]  # grad_clip's Δ is exactly 0: interaction = Δ_stack − Δ_no_dropout
+    assert i["stack"] == "grad_clip+no_dropout" and i["estimate"] == pytest.approx(-0.01, abs=1e-9)
     gc = s["arms"]["grad_clip"]
     assert gc["verdict"] == "identical to the baseline" and gc["delta"] == 0.0 and gc["p"] is None
     assert "clipping was active on 0 of 30 steps (largest pre-clip norm 1.6)" in gc["identical_why"]

@@ -257,17 +257,21 @@ def _verdict(e: dict) -> tuple[str, bool]:
     return "no detectable effect", tentative
 
 
-def _interactions(f: model.Fit, arms: list[str], baseline: str) -> list[dict]:
-    """Δ_stack − ΣΔ_singles for each stack whose singles ran too, tested in the same model; Holm across stacks."""
+def _interactions(f: model.Fit, arms: list[str], baseline: str, identical: set) -> list[dict]:
+    """Δ_stack − ΣΔ_singles for each stack whose singles ran too, tested in the same model; Holm across stacks.
+
+    A single identical to the baseline has Δ = 0 exactly, so it enters with no term.
+    """
     out = []
     for arm in sorted(arms):
         parts = arm.split("+")
-        if len(parts) < 2 or baseline in parts or not all(p in f.arms for p in parts):
+        if len(parts) < 2 or baseline in parts or not all(p in f.arms or p in identical for p in parts):
             continue
         c = np.zeros(len(f.arms))
         c[f.arms.index(arm)] = 1.0
         for part in parts:
-            c[f.arms.index(part)] -= 1.0
+            if part not in identical:
+                c[f.arms.index(part)] -= 1.0
         k = f.contrast(c)
         out.append({"stack": arm, "singles": parts, "estimate": k.estimate, "ci": k.ci, "df": k.df, "p": k.p,
                     "why_not_testable": k.why})
@@ -339,7 +343,7 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
             "warnings": warnings, "order": sorted(arms, key=lambda a: (-arms[a]["mean"], a)), "arms": arms,
             "design": design, "planning": planning,
             "noise": noise_estimates(configs, baseline) if baseline in arms and detail else None,
-            "interactions": _interactions(f, fitted, baseline) if f else [],
+            "interactions": _interactions(f, fitted, baseline, {a for a, v in identical.items() if v}) if f else [],
             "floor": nondeterminism_floor(configs) if detail else None,
             "excluded": [{"path": str(r.folder), "arm": r.arm, "status": r.status, "reason": r.reason}
                          for r in runs if not r.included]}
