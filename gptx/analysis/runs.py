@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,25 @@ def drop_duplicate_copies(runs: list[Run]) -> list[Run]:
         else:
             seen[key] = r
     return runs
+
+
+def seed_key(v):
+    """Sort key for seeds that may be None, ints or strings."""
+    return (v is None, isinstance(v, str), 0 if v is None else v)
+
+
+def seeds_key(s: tuple) -> tuple:
+    """Sort key for an (init_seed, train_seed, data_seed) tuple."""
+    return tuple(map(seed_key, s))
+
+
+def group_configs(runs: list[Run]) -> dict:
+    """Included runs grouped as repeats of one config: {(arm, seeds): [runs]}; unseeded runs stay alone."""
+    groups: dict = defaultdict(list)
+    for r in runs:
+        if r.included:
+            groups[(r.arm, r.seeds if r.seeds[0] is not None else ("unseeded", str(r.folder)))].append(r)
+    return groups
 
 
 def read_curve(folder: Path) -> list[dict]:
