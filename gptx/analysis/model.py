@@ -10,7 +10,8 @@ freedom. A block shared by an arm and the baseline cancels σ²_init from their 
 arm in blocks of its own carries σ²_init, which then has to be estimable from the data, or the
 comparison is not testable. docs/analysis.md derives every formula.
 
-Blocks are diagonal in V, so the likelihood is evaluated per block in closed form (O(blocks · arms²)).
+V is block diagonal, so the likelihood, its derivatives and the information are sums over blocks in
+closed form (O(blocks · arms²)): a sweep of thousands of runs never forms an n × n matrix.
 """
 
 import math
@@ -65,8 +66,10 @@ class Fit:
         var = float(c @ self.cov @ c)
         g = np.array([float(c @ self.cov @ m @ self.cov @ c) for m in self.grad_mats])
         scale = np.abs(g).max()
-        if scale > 0 and self.null_dirs is not None and len(self.null_dirs) \
-                and np.abs(self.null_dirs @ g).max() > 1e-6 * scale:
+        across_blocks = g[0] > 0.1 * g[1]  # the comparison leans on σ²_init
+        if (across_blocks and self.df_between < 1) or (scale > 0 and self.null_dirs is not None
+                                                       and len(self.null_dirs)
+                                                       and np.abs(self.null_dirs @ g).max() > 1e-6 * scale):
             return Contrast(estimate, None, None, None, None, None,
                             "its runs differ from the baseline's by initial-weight noise that these runs "
                             "cannot estimate (no baseline init seeds varied that it could be judged against)")
@@ -76,7 +79,7 @@ class Fit:
         spread = float(g @ self.vc_cov @ g)
         df = 2 * var * var / spread if spread > 0 else float(self.n - len(self.arms))
         df = min(max(df, 0.01), float(self.n - len(self.arms)))
-        if g[0] > 0.1 * g[1]:
+        if across_blocks:
             # a comparison across init blocks leans on σ²_init; Satterthwaite overstates its df when σ²_init
             # is underestimated, so it is capped at the between-block df (calibration: simulate.py)
             df = min(df, float(self.df_between))
@@ -151,12 +154,7 @@ def fit(y: Sequence[float], arm_of: Sequence[str], block_of: Sequence, arms: lis
     sigma2 = rss / (n - p)
     cov = sigma2 * np.linalg.inv(a)
     var_init, var_train = gamma * sigma2, sigma2
-    # derivatives and the expected information, per block (V is block diagonal)
-    ab = 1.0 / (sigma2 * (1 + gamma * counts))  # V_b⁻¹ 1 = ab · 1
-    kb = gamma / (1 + gamma * counts)
-    m_init = (s * (ab * ab)[:, None]).T @ s
-    m_train = (xtx - (s * (2 * kb - kb * kb * counts)[:, None]).T @ s) / sigma2**2
-    info = _information(x, bidx, nb, sigma2, kb, cov)
+    m_init, m_train, info = _information(xtx, s, counts, sigma2, gamma, cov)
     vals, vecs = np.linalg.eigh(info)
     tol = 1e-9 * max(float(vals.max()), 1e-300)
     null = vecs[:, vals <= tol].T
@@ -164,21 +162,28 @@ def fit(y: Sequence[float], arm_of: Sequence[str], block_of: Sequence, arms: lis
     return Fit(arms, n, nb, beta, cov, var_init, var_train, vc_cov, null, (m_init, m_train), df_between)
 
 
-def _information(x: np.ndarray, bidx: np.ndarray, nb: int, sigma2: float, kb: np.ndarray,
-                 cov: np.ndarray) -> np.ndarray:
-    """Expected REML information of (σ²_init, σ²_train): ½ tr(P V_i P V_j), P the REML projection."""
-    n = len(x)
-    vinv = np.eye(n)
-    same = bidx[:, None] == bidx[None, :]
-    vinv = (vinv - same * kb[bidx][:, None]) / sigma2
-    vx = vinv @ x
-    proj = vinv - vx @ cov @ vx.T
-    pz = np.zeros((n, nb))
-    np.add.at(pz.T, bidx, proj.T)  # P Z: column sums of P over each block's rows
-    zpz = np.zeros((nb, nb))
-    np.add.at(zpz, bidx, pz)
-    i_ii, i_it, i_tt = (zpz * zpz).sum(), (pz * pz).sum(), (proj * proj).sum()
-    return 0.5 * np.array([[i_ii, i_it], [i_it, i_tt]])
+def _information(xtx: np.ndarray, s: np.ndarray, counts: np.ndarray, sigma2: float, gamma: float,
+                 cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """X'V⁻¹ V_i V⁻¹X for i = init, train, and the expected REML information ½ tr(P V_i P V_j), per block.
+
+    In a block of n runs V⁻¹ = (I − k 11')/σ² and (I − k 11')^m = I − (1 − q^m)/n · 11', q = 1/(1 + γn),
+    so every trace reduces to sums over blocks of p × p terms: no n × n matrix is ever formed.
+    """
+    q = 1 / (1 + gamma * counts)
+    a = q / sigma2  # V_b⁻¹ 1 = a_b 1
+
+    def x_vinv_x(m: int) -> np.ndarray:  # X'V⁻ᵐX
+        return (xtx - (s * ((1 - q**m) / counts)[:, None]).T @ s) / sigma2**m
+
+    m_train, v3 = x_vinv_x(2), x_vinv_x(3)
+    m_init = (s * (a * a)[:, None]).T @ s  # X'V⁻¹ZZ'V⁻¹X
+    scs = np.einsum("bi,ij,bj->b", s, cov, s)
+    tr_v2 = float((counts - 1 + q * q).sum()) / sigma2**2
+    i_tt = tr_v2 - 2 * np.trace(cov @ v3) + np.trace(cov @ m_train @ cov @ m_train)
+    i_it = float((counts * a * a).sum()) - 2 * float((a**3 * scs).sum()) + np.trace(cov @ m_train @ cov @ m_init)
+    i_ii = float(((counts * a) ** 2).sum()) - 2 * float((counts * a**3 * scs).sum()) \
+        + np.trace(cov @ m_init @ cov @ m_init)
+    return m_init, m_train, 0.5 * np.array([[i_ii, i_it], [i_it, i_tt]])
 
 
 def _with(f: Fit, **changes) -> Fit:
