@@ -1,4 +1,4 @@
-"""Time the noise report on many result files (no metrics.jsonl, so it times reading and statistics).
+"""Time the noise report on many result files (no metrics.jsonl): reading, the model, text; with and without plots.
 
     python -m benchmarks.bench_analyze [N_RUNS]    # from the repository root
 """
@@ -29,7 +29,7 @@ def make_sweep(root: Path, n_runs: int) -> None:
             "train_seed": 23 if seed % 2 else None,
             "data_seed": None,
             "replica": 0,
-            "test_loss": 3.7 - 0.005 * (i % len(ARMS)) + 0.01 * math.sin(seed),
+            "test_loss": 3.7 - 0.005 * (i % len(ARMS)) + 0.01 * math.sin(seed) + 0.003 * math.cos(7 * i),
             "init_weights_sha256": f"{seed:064x}",
             "final_weights_sha256": f"{i:064x}",
         }
@@ -40,10 +40,13 @@ def main() -> None:
     n_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     with tempfile.TemporaryDirectory() as tmp:
         make_sweep(Path(tmp) / "sweep", n_runs)
-        start = time.perf_counter()
-        summary = write_report([Path(tmp) / "sweep"], Path(tmp) / "out")
-        elapsed = time.perf_counter() - start
-    print(f"analysed {summary['n_runs']} result files ({len(summary['arms'])} arms) in {elapsed:.2f} s")
+        for plots in (False, True):
+            start = time.perf_counter()
+            summary = write_report([Path(tmp) / "sweep"], Path(tmp) / f"out_{plots}", plots=plots)
+            elapsed = time.perf_counter() - start
+            print(f"analysed {summary['n_runs']} result files ({len(summary['arms'])} arms, "
+                  f"{summary['design']['n_blocks']} init blocks) in {elapsed:.2f} s "
+                  f"{'with' if plots else 'without'} plots")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,15 @@ import csv
 import hashlib
 import json
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from gptx import analyze, stats
+from gptx import analyze
+from gptx.analysis import runs, stats
+from gptx.analysis.report import table
 
 PARAMS = [f"trf_blocks.{i}.att.W_query.weight" for i in range(25)] + ["out_head.weight"]
 
@@ -84,10 +89,10 @@ def study_summary(tmp_path):
 
 
 def test_arm_name():
-    assert analyze.arm_name(["qkv_bias", "grad_clip"]) == "grad_clip+qkv_bias"
-    assert analyze.arm_name(["baseline"]) == analyze.arm_name([]) == "baseline"
-    assert analyze.arm_name(["baseline", "grad_clip"]) == "grad_clip"
-    assert analyze.arm_name("grad_clip") == "grad_clip"
+    assert runs.arm_name(["qkv_bias", "grad_clip"]) == "grad_clip+qkv_bias"
+    assert runs.arm_name(["baseline"]) == runs.arm_name([]) == "baseline"
+    assert runs.arm_name(["baseline", "grad_clip"]) == "grad_clip"
+    assert runs.arm_name("grad_clip") == "grad_clip"
 
 
 def test_study_noise_three_ways(study_summary):
@@ -126,29 +131,32 @@ def test_study_arms_sorted_worst_first_and_verdicts(study_summary):
     assert study_summary["order"][0] == "weight_tying" and study_summary["order"][-1] == "lr_schedule"
     assert arms["baseline"]["n"] == 7 and arms["baseline"]["n_runs"] == 8  # the rerun is a repeat
     assert arms["grad_clip"]["sd"] is None
-    assert arms["grad_clip"]["verdict"] == "not distinguishable from noise"
+    assert arms["grad_clip"]["verdict"] == "no detectable effect" and arms["grad_clip"]["min_detectable"] > 0
     assert arms["weight_tying"]["verdict"] == "worse" and arms["lr_schedule"]["verdict"] == "better"
+    assert all(arms[a]["tentative"] for a in ("grad_clip", "lr_schedule", "weight_tying"))  # one run each
     names = ("grad_clip", "lr_schedule", "qkv_bias", "weight_tying")
     assert [arms[a]["p_holm"] for a in names] == pytest.approx(stats.holm([arms[a]["p"] for a in names]))
 
 
-def test_study_delta_z_and_yardstick(study_summary):
+def test_study_one_estimand_per_row(study_summary):
+    for arm in ("grad_clip", "lr_schedule", "qkv_bias", "weight_tying"):
+        e = study_summary["arms"][arm]
+        assert e["ci"][0] < e["delta"] < e["ci"][1] and e["df"] > 0
+        assert e["z"] == pytest.approx(e["delta"] / e["sd_difference"])
     gc = study_summary["arms"]["grad_clip"]
-    assert gc["delta"] == pytest.approx(3.678317 - study_summary["arms"]["baseline"]["mean"])
-    assert gc["noise"]["name"] == "init_seed"  # seed 42 only against a baseline over three init seeds
-    assert gc["z"] == pytest.approx(gc["delta"] / 0.018974022, rel=1e-6)
-    assert gc["paired_delta"] == pytest.approx(3.678317 - 3.691526)
-    assert gc["paired_z"] == pytest.approx((3.678317 - 3.691526) / study_summary["noise"]["train_seed"]["sd"])
-    assert gc["test"] == "student" and gc["n_pairs"] == 1
+    assert gc["pairing"] == "paired"  # same init seed, identical initial weights: judged on training noise
+    assert gc["sd_difference"] == pytest.approx(math.sqrt(2) * study_summary["design"]["sd_train"])
+    assert study_summary["arms"]["qkv_bias"]["pairing"] == "unpaired"  # its extra draws moved 24 parameters
 
 
 def test_init_weights_and_shared_parameter_identity(study_summary):
     arms = study_summary["arms"]
-    ident = {a: (arms[a]["init_changed"], arms[a]["param_identity"]["identical"],
-                 arms[a]["param_identity"]["shared"]) for a in ("grad_clip", "qkv_bias", "weight_tying")}
-    assert ident == {"grad_clip": (False, 26, 26), "qkv_bias": (True, 2, 26), "weight_tying": (True, 25, 25)}
+    ident = {a: (arms[a]["param_identity"]["identical"], arms[a]["param_identity"]["shared"])
+             for a in ("grad_clip", "qkv_bias", "weight_tying")}
+    assert ident == {"grad_clip": (26, 26), "qkv_bias": (2, 26), "weight_tying": (25, 25)}
     assert arms["qkv_bias"]["param_identity"]["only_in_arm"] == ["trf_blocks.0.att.b_query"]
     assert arms["weight_tying"]["param_identity"]["only_in_baseline"] == ["out_head.weight"]
+    assert arms["weight_tying"]["pairing"] == "paired"  # every shared parameter identical: partial pairing
 
 
 def test_excluded_runs_are_listed_never_dropped(study_summary):
@@ -168,8 +176,9 @@ def test_output_files(study_summary, tmp_path):
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert len(rows) == 14 and {r["status"] for r in rows} == {"completed", "diverged", "running"}
     report = (out / "report.md").read_text()
-    for needle in ("## Arms", "## Interventions vs baseline", "## Noise (baseline arm)", "barely estimated",
-                   "## Nondeterminism floor", "the floor is zero", "2/26 shared parameters identical",
+    for needle in ("## Arms", "## Interventions vs baseline", "## Noise (baseline arm", "barely estimated",
+                   "## Design model", "## Nondeterminism floor", "the floor is zero",
+                   "2/26 shared parameters started identical", "(indicative, n = 6 runs)",
                    "## Left out of the statistics", "## Method"):
         assert needle in report
     assert (out / "noise.png").read_bytes()[:4] == (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -186,53 +195,64 @@ def test_nondeterminism_floor(tmp_path):
     assert {g["init_seed"]: g["bitwise_identical"] for g in floor["groups"]} == {1: False, 42: True}
 
 
-def test_paired_design_uses_the_paired_test(tmp_path):
+def test_paired_design_is_judged_on_training_noise(tmp_path):
     paired_sweep(tmp_path)
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    gc = s["arms"]["grad_clip"]
+    assert gc["pairing"] == "paired" and gc["n_blocks_shared"] == 5 and gc["verdict"] == "better"
+    assert not gc["tentative"] and gc["bootstrap_ci"] is not None  # five shared init seeds
+    assert s["planning"]["paired"]["seeds"] < s["planning"]["unpaired"]["seeds"]
+
+
+def test_the_issue_example_is_not_testable(tmp_path):
+    # baseline at init 42 x train null/23/67; one arm at init 67: it differs by initial-weight noise too
+    for t, loss in ((None, 3.691526), (23, 3.681356), (67, 3.680505)):
+        make_run(tmp_path, f"b{t}", init_seed=42, train_seed=t, loss=loss, curve=False)
+    make_run(tmp_path, "g67", ("grad_clip",), init_seed=67, loss=3.653592, curve=False)
     gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
-    assert gc["test"] == "paired" and gc["n_pairs"] == 5 and gc["verdict"] == "better"
-    assert gc["noise"]["name"] == "init_seed"  # the baseline also ran train seed 9: the seed sets differ
-    assert gc["welch"]["p"] > gc["paired"]["p"]  # pairing cancels the initial-weight noise
-    assert gc["seeds_needed"]["paired"] < gc["seeds_needed"]["unpaired"]
+    assert gc["verdict"] == "not testable" and "initial-weight noise" in gc["why_not_testable"]
+    assert gc["p"] is None and gc["z"] is None
 
 
-def test_yardstick_is_training_noise_when_seed_sets_match(tmp_path):
-    for s in range(1, 4):
-        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s)
-        make_run(tmp_path, f"b{s}_t1", init_seed=s, train_seed=1, loss=3.7 + 0.01 * s + 0.001)
-        make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.69 + 0.01 * s)
-        make_run(tmp_path, f"g{s}_t1", ("grad_clip",), init_seed=s, train_seed=1, loss=3.688 + 0.01 * s)
-    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
-    assert gc["noise"]["name"] == "train_seed" and gc["init_changed"] is False
+def test_identical_final_weights_are_reported_as_no_change(tmp_path):
+    for s_ in range(1, 4):
+        make_run(tmp_path, f"b{s_}", init_seed=s_, loss=3.7 + 0.01 * s_, final_hash=f"w{s_}", curve=False)
+        make_run(tmp_path, f"g{s_}", ("grad_clip",), init_seed=s_, loss=3.7 + 0.01 * s_, final_hash=f"w{s_}",
+                 curve=False, grad_clip_active_steps=0, grad_norm_max=1.6)
+        make_run(tmp_path, f"n{s_}", ("no_dropout",), init_seed=s_, loss=3.69 + 0.01 * s_, curve=False)
+        make_run(tmp_path, f"s{s_}", ("grad_clip", "no_dropout"), init_seed=s_, loss=3.68 + 0.01 * s_,
+                 curve=False)
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    (i,) = s["interactions"]  # grad_clip's Δ is exactly 0: interaction = Δ_stack − Δ_no_dropout
+    assert i["stack"] == "grad_clip+no_dropout" and i["estimate"] == pytest.approx(-0.01, abs=1e-9)
+    gc = s["arms"]["grad_clip"]
+    assert gc["verdict"] == "identical to the baseline" and gc["delta"] == 0.0 and gc["p"] is None
+    assert "clipping was active on 0 of 30 steps (largest pre-clip norm 1.6)" in gc["identical_why"]
+    assert "this intervention changed nothing in this set-up" in (tmp_path / "out" / "report.md").read_text()
+    assert s["arms"]["no_dropout"]["pairing"] == "paired" and "grad_clip" not in s["design"]["arms"]
 
 
-def test_equal_per_seed_differences_fall_back_to_welch(tmp_path):
-    for s in range(1, 5):
-        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s, curve=False)
-        make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.6 + 0.01 * s, curve=False)
-    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
-    assert gc["paired"]["p"] is None and gc["test"] == "welch" and gc["verdict"] == "better"
-
-
-def test_interactions_paired_and_holm(tmp_path):
+def test_interactions_in_the_same_model_and_holm(tmp_path):
     paired_sweep(tmp_path, arms=("grad_clip", "qkv_bias", "grad_clip+qkv_bias"))
     (i,) = analyze.write_report([tmp_path], tmp_path / "out")["interactions"]
     assert i["stack"] == "grad_clip+qkv_bias" and i["singles"] == ["grad_clip", "qkv_bias"]
-    assert i["name"] == "paired_contrast" and i["n_seeds_shared"] == 5
-    # per seed: stack - grad_clip - qkv_bias + baseline; the starting losses and the effects cancel
-    per_seed = [0.001 * (math.cos(s + 2) - math.cos(s) - math.cos(s + 1)) for s in range(1, 6)]
-    assert i["estimate"] == pytest.approx(sum(per_seed) / 5, abs=1e-12)
+    # same layout in every block: the model's contrast is the mean per-seed stack - grad_clip - qkv_bias
+    # + the block's baseline mean (the baseline ran twice a seed: train seed null and 9)
+    per_seed = [0.001 * (math.cos(s + 2) - math.cos(s) - math.cos(s + 1)) + 0.0005 * math.cos(5 * s)
+                for s in range(1, 6)]
+    assert i["estimate"] == pytest.approx(sum(per_seed) / 5, abs=1e-9)
     assert i["p_holm"] == pytest.approx(i["p"])  # one stack: Holm changes nothing
     assert "## Interactions" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_interaction_unpaired_with_welch_satterthwaite(tmp_path):
+def test_interaction_unpaired(tmp_path):
     for k, arm in enumerate(("baseline", "grad_clip", "qkv_bias", "grad_clip+qkv_bias")):
         for s in (1, 2):
-            loss = 3.7 + 0.01 * s - 0.01 * k
+            loss = 3.7 + 0.01 * s - 0.01 * k + 0.002 * math.sin(7 * k + s)
             make_run(tmp_path, f"{arm}{s}", arm.split("+"), 10 * k + s, None, loss, curve=False)
     (i,) = analyze.write_report([tmp_path], tmp_path / "out")["interactions"]
-    ref = stats.contrast([[3.68, 3.69], [3.70, 3.71], [3.69, 3.70], [3.71, 3.72]], [1, -1, -1, 1])
-    assert i["name"] == "welch_contrast" and (i["estimate"], i["df"]) == pytest.approx((ref.estimate, ref.df))
+    means = [3.715 - 0.01 * k + 0.001 * (math.sin(7 * k + 1) + math.sin(7 * k + 2)) for k in range(4)]
+    assert i["estimate"] == pytest.approx(means[3] - means[1] - means[2] + means[0], abs=1e-9)
 
 
 def test_one_run_per_arm(tmp_path):
@@ -240,15 +260,15 @@ def test_one_run_per_arm(tmp_path):
     make_run(tmp_path, "g", ("grad_clip",), loss=3.6)
     s = analyze.write_report([tmp_path], tmp_path / "out")
     assert s["arms"]["baseline"]["sd"] is None and s["arms"]["grad_clip"]["z"] is None
-    assert s["arms"]["grad_clip"]["verdict"] == "cannot tell"
-    assert "n/a" in analyze.table(s)
+    assert s["arms"]["grad_clip"]["verdict"] == "not testable"
+    assert "n/a" in table(s)
 
 
 def test_arms_without_a_baseline(tmp_path):
     make_run(tmp_path, "g1", ("grad_clip",), 1, loss=3.6)
     make_run(tmp_path, "g2", ("grad_clip",), 2, loss=3.61)
     s = analyze.write_report([tmp_path], tmp_path / "out")
-    assert s["noise"] is None and s["arms"]["grad_clip"]["verdict"] == "no baseline"
+    assert s["noise"] is None and s["arms"]["grad_clip"]["verdict"] == "not testable"
     assert "No runs of the baseline arm" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -257,8 +277,8 @@ def test_identical_losses_give_undefined_z_not_a_crash(tmp_path):
         make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7)
         make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.7)
     gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
-    assert gc["z"] is None and gc["band"] == "undefined" and gc["p"] is None
-    assert gc["verdict"] == "cannot tell" and "z undefined" in gc["evidence"]
+    assert gc["z"] is None and gc["p"] is None
+    assert gc["verdict"] == "not testable" and "no spread" in gc["why_not_testable"]
 
 
 def test_other_baseline_and_metric(tmp_path):
@@ -348,4 +368,49 @@ def test_reproductions_are_not_counted_as_runs(tmp_path):
     make_run(tmp_path, "base42", ("baseline",), 42, None, 3.69)
     make_run(tmp_path, "base22", ("baseline",), 22, None, 3.67)
     make_run(tmp_path / "base42" / "reproductions", "2026-01-01_00-00-00", ("baseline",), 42, None, 3.69)
-    assert len(analyze.find_results([tmp_path])) == 2
+    assert len(runs.find_results([tmp_path])) == 2
+
+
+def test_a_completed_run_with_a_null_loss_diverged(tmp_path):
+    make_run(tmp_path, "ok", loss=3.7)
+    make_run(tmp_path, "nan", init_seed=1, loss=None)  # a NaN test loss is written as null
+    (excluded,) = analyze.write_report([tmp_path], tmp_path / "out")["excluded"]
+    assert excluded["status"] == "diverged" and "null" in excluded["reason"]
+
+
+def test_copies_of_one_run_count_once(tmp_path):
+    for copy in ("copy_a", "copy_b"):
+        for s in (1, 2, 3):
+            make_run(tmp_path / copy, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s, final_hash=f"w{s}",
+                     config_sha256=f"c{s}", hostname="node1", wall_seconds=100.0 + s, curve=False)
+    s = analyze.write_report([tmp_path], tmp_path / "out")
+    assert s["arms"]["baseline"]["n_runs"] == 3 and s["floor"]["n_groups"] == 0  # no floor of zero measured
+    assert sum("duplicate copy" in e["reason"] for e in s["excluded"]) == 3
+
+
+def test_test_set_sampling_noise_from_per_sequence_losses(tmp_path):
+    rng = np.random.default_rng(0)
+    for s in (1, 2, 3):
+        base = rng.normal(3.7, 0.5, 64).astype(np.float32)
+        arm = base + rng.normal(-0.01, 0.02, 64).astype(np.float32)
+        for name, intervention, x in ((f"b{s}", ("baseline",), base), (f"g{s}", ("grad_clip",), arm)):
+            folder = make_run(tmp_path, name, intervention, init_seed=s, loss=float(x.mean()), curve=False)
+            np.save(folder / "test_losses.npy", x)
+    gc = analyze.write_report([tmp_path], tmp_path / "out")["arms"]["grad_clip"]
+    assert gc["test_set"]["n_seeds"] == 3 and gc["test_set"]["n_sequences"] == 64
+    assert gc["test_set"]["se"] == pytest.approx(0.02 / 8, rel=0.3)
+    assert "Test-set sampling noise" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cli_min_effect_and_no_plots(tmp_path, capsys):
+    paired_sweep(tmp_path)
+    assert analyze.main([str(tmp_path), "--min-effect", "0.05", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["planning"]["min_effect"] == 0.05 and not (tmp_path / "noise.png").exists()
+
+
+def test_the_analysis_never_imports_torch():
+    code = ("import sys, gptx.analyze, gptx.analysis.simulate, gptx.analysis.plots; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

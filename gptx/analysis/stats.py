@@ -6,17 +6,15 @@ quantities (an SD from one run, a z-score against zero noise) are `None`, never 
 the report says in words why they are missing. docs/analysis.md explains each statistic.
 """
 
-import inspect
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 CONFIDENCE = 0.95
-# scipy 1.15 renamed bootstrap's `random_state` to `rng`; accept both so scipy>=1.11 works
-_RNG_ARG = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
 
 
 @dataclass(frozen=True)
@@ -30,18 +28,6 @@ class Describe:
     se: float | None
     ci: tuple[float, float] | None  # t interval of the mean
     sd_ci: tuple[float, float] | None  # chi-square interval of the SD
-
-
-@dataclass(frozen=True)
-class Test:
-    """A difference (or contrast) with its confidence interval and two-sided test."""
-
-    name: str
-    estimate: float
-    ci: tuple[float, float] | None
-    statistic: float | None
-    df: float | None
-    p: float | None
 
 
 @dataclass(frozen=True)
@@ -119,58 +105,18 @@ def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
     return (math.sqrt(ss / df) if df else None), df
 
 
-def _t_test(name: str, estimate: float, r, confidence: float) -> Test:
-    return Test(name, estimate, _ci(r.confidence_interval(confidence)), _finite(r.statistic), float(r.df),
-                _finite(r.pvalue))
+def cluster_bootstrap_ci(diffs: Sequence[float], seed: int = 0, n_resamples: int = 9999,
+                         confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Percentile CI of the mean of per-init-seed differences, init seeds resampled (both arms jointly).
 
-
-def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Test:
-    """Welch's unequal-variance t-test of mean(a) - mean(b), with its t CI and Welch-Satterthwaite df."""
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("Welch's t-test needs at least two runs in each arm")
-    delta = float(np.mean(a) - np.mean(b))
-    if _no_spread(a) and _no_spread(b):
-        return Test("welch", delta, None, None, None, None)
-    return _t_test("welch", delta, stats.ttest_ind(a, b, equal_var=False), confidence)
-
-
-def student(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Test:
-    """Pooled-variance t-test of mean(a) - mean(b); with one run in `a`, is it outside the spread of `b`?"""
-    delta = float(np.mean(a) - np.mean(b))
-    if len(a) + len(b) < 3 or (_no_spread(a) and _no_spread(b)):
-        return Test("student", delta, None, None, None, None)
-    return _t_test("student", delta, stats.ttest_ind(a, b, equal_var=True), confidence)
-
-
-def paired(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Test:
-    """Paired t-test of the per-seed differences a_i - b_i: mean difference, its t CI and p."""
-    return one_sample(np.asarray(a, float) - np.asarray(b, float), "paired", confidence)
-
-
-def one_sample(d: Sequence[float], name: str = "one_sample", confidence: float = CONFIDENCE) -> Test:
-    """One-sample t-test of mean(d) = 0 with its t CI; p is None when d has no spread."""
-    d = np.asarray(d, float)
-    if len(d) < 2:
-        raise ValueError("a t-test of differences needs at least two pairs")
-    if _no_spread(d):  # scipy answers p = 0 (t = inf); with no spread there is nothing to test against
-        return Test(name, float(d[0]), None, None, len(d) - 1, None)
-    return _t_test(name, float(d.mean()), stats.ttest_1samp(d, 0.0), confidence)
-
-
-def bootstrap_delta_ci(a: Sequence[float], b: Sequence[float], seed: int = 0, n_resamples: int = 9999,
-                       confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """Percentile bootstrap CI of mean(a) - mean(b), each arm resampled on its own, reproducible by seed."""
-    if len(a) < 2 or len(b) < 2:
+    None below 5 seeds: with fewer, resamples take so few distinct values that the interval is too narrow.
+    """
+    d = np.asarray(diffs, float)
+    if len(d) < 5:
         return None
-    if _no_spread(a) and _no_spread(b):
-        d = float(np.mean(a) - np.mean(b))
-        return d, d
-    # percentile, not BCa: BCa's jackknife acceleration is undefined for the tiny, tied samples seeds give
-    r = stats.bootstrap((np.asarray(a, float), np.asarray(b, float)),
-                        lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-                        n_resamples=n_resamples, confidence_level=confidence, method="percentile",
-                        vectorized=True, **{_RNG_ARG: np.random.default_rng(seed)})
-    return _ci((r.confidence_interval.low, r.confidence_interval.high))
+    means = np.random.default_rng(seed).choice(d, size=(n_resamples, len(d))).mean(axis=1)
+    alpha = 1 - confidence
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
 def z_score(delta: float, noise_sd: float | None) -> float | None:
@@ -188,14 +134,49 @@ def sigma_band(z: float | None) -> str:
     return "within 1σ" if a <= 1 else "1σ–2σ" if a <= 2 else "2σ–3σ" if a <= 3 else "beyond 3σ"
 
 
+def t_power(df: float, ncp: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided t test with `df` degrees of freedom at noncentrality `ncp`; never NaN.
+
+    scipy's noncentral t returns NaN for large noncentrality; then P(|T| > c) is integrated directly,
+    T = (Z + ncp) / sqrt(V / df) with V chi-square: E_V[Φ(ncp − c√(V/df)) + Φ(−ncp − c√(V/df))], as a
+    mean over 20,000 evenly spaced quantiles of V (smooth, bounded integrand: error far below 1e-5).
+    """
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    with warnings.catch_warnings(record=True) as caught:  # "series did not converge": not to be trusted
+        warnings.simplefilter("always")
+        p = float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    if math.isfinite(p) and 0 <= p <= 1 and not caught:
+        return p
+    v = stats.chi2.ppf((np.arange(20_000) + 0.5) / 20_000, df)
+    c = crit * np.sqrt(v / df)
+    return float(np.clip(np.mean(stats.norm.cdf(ncp - c) + stats.norm.cdf(-ncp - c)), 0.0, 1.0))
+
+
 def power(n: int, effect: float, paired_design: bool = False, alpha: float = 0.05) -> float:
     """Power of the two-sided t-test, n seeds an arm (or n pairs), effect = Δ/σ, from the noncentral t."""
     if paired_design:
-        df, ncp = n - 1, abs(effect) * math.sqrt(n)
-    else:
-        df, ncp = 2 * n - 2, abs(effect) * math.sqrt(n / 2)
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+        return t_power(n - 1, abs(effect) * math.sqrt(n), alpha)
+    return t_power(2 * n - 2, abs(effect) * math.sqrt(n / 2), alpha)
+
+
+def min_detectable(se: float, df: float, alpha: float = 0.05, target: float = 0.8) -> float | None:
+    """Smallest |Δ| a t test with this standard error and df detects with `target` power; None below 1 df."""
+    if se is None or not se > 0 or df is None or df < 1:
+        return None
+    hi = 4.0
+    while t_power(df, hi, alpha) < target:  # bracket the answer: power rises with the noncentrality
+        if hi > 1e6:
+            return None
+        hi *= 4
+    ncp = optimize.brentq(lambda x: t_power(df, x, alpha) - target, 0.0, hi, xtol=1e-9)
+    return float(ncp * se)
+
+
+def sd_upper(sd: float, df: float, confidence: float = CONFIDENCE) -> float | None:
+    """One-sided upper confidence limit of an SD estimated with `df` degrees of freedom; None below 1 df."""
+    if sd is None or df is None or df < 1:
+        return None
+    return float(sd * math.sqrt(df / stats.chi2.ppf(1 - confidence, df)))
 
 
 def seeds_needed(delta: float, sd: float | None, paired_design: bool = False, alpha: float = 0.05,
@@ -228,31 +209,6 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def contrast(samples: Sequence[Sequence[float]], coefs: Sequence[float],
-             confidence: float = CONFIDENCE) -> Test:
-    """Contrast sum(c_i * mean_i) of independent arms: t CI with Welch-Satterthwaite df (every n >= 2)."""
-    estimate = sum(c * float(np.mean(s)) for c, s in zip(coefs, samples, strict=True))
-    if any(len(s) < 2 for s in samples):
-        return Test("welch_contrast", estimate, None, None, None, None)
-    parts = [0.0 if _no_spread(s) else c * c * float(np.var(s, ddof=1)) / len(s)
-             for c, s in zip(coefs, samples, strict=True)]
-    var = sum(parts)
-    if var == 0:
-        return Test("welch_contrast", estimate, None, None, None, None)
-    df = var**2 / sum(p * p / (len(s) - 1) for p, s in zip(parts, samples, strict=True))
-    se = math.sqrt(var)
-    half = stats.t.ppf(1 - (1 - confidence) / 2, df) * se
-    p = float(2 * stats.t.sf(abs(estimate / se), df))
-    return Test("welch_contrast", estimate, (estimate - half, estimate + half), estimate / se, df, p)
-
-
-def paired_contrast(rows: Sequence[Sequence[float]], coefs: Sequence[float],
-                    confidence: float = CONFIDENCE) -> Test:
-    """Contrast computed within each seed (a row holds every arm's loss at one seed), then a one-sample t."""
-    d = np.asarray(rows, float) @ np.asarray(coefs, float)
-    return one_sample(d, "paired_contrast", confidence)
-
-
 def _component_ci(ms_effect: float, df_effect: int, ms_res: float, df_res: int, k: int,
                   confidence: float) -> tuple[tuple[float, float] | None, float | None]:
     """Satterthwaite CI for the variance component (MS_effect - MS_res) / k, the usual approximation."""
@@ -260,6 +216,8 @@ def _component_ci(ms_effect: float, df_effect: int, ms_res: float, df_res: int, 
     if est <= 0 or ms_res <= 0:
         return None, None
     df = (ms_effect - ms_res) ** 2 / (ms_effect**2 / df_effect + ms_res**2 / df_res)
+    if df < 1:  # below 1 df the chi-square interval runs to absurd bounds (1e+116): not an interval
+        return None, df
     alpha = 1 - confidence
     lo, hi = df * est / stats.chi2.ppf(1 - alpha / 2, df), df * est / stats.chi2.ppf(alpha / 2, df)
     return (float(lo), float(hi)), df

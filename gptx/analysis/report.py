@@ -1,0 +1,262 @@
+"""The noise report as text: the terminal table and report.md, rendered from the analysis summary.
+
+Pure functions of the summary dict (the same one written to summary.json), so a saved summary can be
+re-rendered without the runs; the numbers are computed in `gptx.analysis.summary` and `.model`.
+"""
+
+# the keys of summary["noise"] holding an estimate, in the order the noise section lists them
+NOISE_KINDS = ("init_seed", "train_seed", "init_seed_train_pinned")
+
+
+def _f(x, nd: int = 6, sign: bool = False) -> str:
+    """A number to `nd` decimals (signed on request); n/a for None."""
+    return "n/a" if x is None else f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}"
+
+
+def _ci(ci, nd: int = 6, sign: bool = False) -> str:
+    """An interval as [low, high]; n/a when there is none."""
+    return "n/a" if not ci else f"[{_f(ci[0], nd, sign)}, {_f(ci[1], nd, sign)}]"
+
+
+def _p(p) -> str:
+    """A p-value to three significant figures; n/a for None."""
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def _verdict_cell(e: dict) -> str:
+    """The verdict as printed: tentative ones marked, an untestable one with its reason left to the text."""
+    return e["verdict"] + (" (tentative)" if e.get("tentative") else "")
+
+
+def _delta(e: dict) -> str:
+    """Δ as printed: '0 (exactly)' for an arm identical to the baseline, else signed to 6 decimals."""
+    return "0 (exactly)" if e["verdict"] == "identical to the baseline" else _f(e["delta"], sign=True)
+
+
+def _df(x) -> str:
+    """Degrees of freedom to one decimal; n/a for None."""
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def table(summary: dict) -> str:
+    """The terminal table: one line an arm, worst (highest loss) first, best last."""
+    head = ("arm", "n", "mean", "Δ", "95% CI of Δ", "df", "Holm p", "verdict")
+    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _delta(e), _ci(e["ci"], sign=True),
+                      _df(e["df"]), _p(e["p_holm"]), _verdict_cell(e))
+                     for a, e in ((a, summary["arms"][a]) for a in summary["order"])]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if summary["excluded"]:
+        lines.append(f"({len(summary['excluded'])} run(s) left out of the statistics: listed in report.md)")
+    lines += [f"warning: {w}" for w in summary["warnings"]]
+    return "\n".join(lines)
+
+
+def _md_table(head: list[str], rows: list[list]) -> list[str]:
+    """A GitHub-flavoured markdown table, with pipes in cells escaped so they cannot split a column."""
+    return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)] + \
+        ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+
+
+def _noise_md(noise: dict | None, baseline: str) -> list[str]:
+    """The noise section: three estimates in words with their caveats, and the grid's variance table."""
+    if not noise:
+        return [f"No runs of the baseline arm `{baseline}`: no noise estimate and no deltas."]
+    out = []
+    for key in NOISE_KINDS:
+        e = noise[key]
+        if e is None:
+            out.append(f"- **{key}**: not estimable (needs ≥ 2 baseline runs that differ only in that seed).")
+            continue
+        text = (f"- **{key}** ({e['description']}): {e['n_runs']} runs"
+                + (f" pooled over {e['n_groups']} groups" if e["n_groups"] > 1 else f", mean {_f(e['mean'])}")
+                + f", SD {_f(e['sd'])} ({e['df']} df)"
+                + (f", population SD {_f(e['sd_population'])}" if e["sd_population"] is not None else "")
+                + f", 95% CI of the SD {_ci(e['sd_ci'])}")
+        if e["sd_ci"] and e["sd_ci"][0] > 0 and e["df"] < 10:
+            text += (f": the upper end is {e['sd_ci'][1] / e['sd_ci'][0]:.0f}× the lower, so with {e['df']} "
+                     "degrees of freedom this SD is barely estimated")
+        out.append(text + ".")
+    if noise["other_data_seeds"]:
+        out.append(f"- Only data_seed {noise['data_seed']} is used; runs at data_seed(s) "
+                   f"{noise['other_data_seeds']} are left out of the noise estimates.")
+    g = noise["grid"]
+    if g:
+        out += ["", f"Variance decomposition over the {g['n_init']} init seeds × {g['n_train']} train seeds "
+                "grid (two-way random-effects ANOVA, one run a cell; init seeds "
+                f"{g['init_seeds']}, train seeds {g['train_seeds']}):", ""]
+        rows = []
+        sources = (("init seed", "init"), ("train seed", "train"), ("residual (init × train)", "residual"))
+        for name, k in sources:
+            ci = g[f"var_{k}_ci"]
+            df_s = g.get(f"df_{k}_satterthwaite")
+            why = f"n/a (df {df_s:.2f} < 1)" if df_s is not None and df_s < 1 else "n/a"
+            p = _p(g[f"p_{k}"]) if k != "residual" else ""
+            rows.append([name, g[f"df_{k}"], f"{g[f'ms_{k}']:.3g}", f"{g[f'var_{k}']:.3g}",
+                         _f(g[f"var_{k}"] ** 0.5), f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else why, p])
+        out += _md_table(["source", "df", "mean square", "σ²", "SD", "95% CI of σ²", "F-test p"], rows)
+        p_train = g["p_train"]
+        if p_train is not None and p_train >= 0.05:
+            out += ["", f"A train seed shows no consistent effect across initial weights (F-test p = "
+                    f"{_p(p_train)}), so most training noise lands in the residual."]
+        elif p_train is not None:
+            out += ["", f"A train seed has a consistent effect across initial weights here (F-test p = "
+                    f"{_p(p_train)})."]
+        out.append("The CIs of σ²_init and σ²_train are Satterthwaite approximations (df "
+                   f"{_f(g['df_init_satterthwaite'], 2)} and {_f(g['df_train_satterthwaite'], 2)}; none is "
+                   "shown below 1 df); estimates below zero are reported as 0.")
+        if g["share_init"] is not None:
+            n = g["n_init"] * g["n_train"]
+            out.append(f"Initial weights account for {100 * g['share_init']:.0f}% of the estimated variance "
+                       f"(indicative, n = {n} runs)." if n < 30 else
+                       f"Initial weights account for {100 * g['share_init']:.0f}% of the estimated variance.")
+    sd_i, sd_t = (noise[k]["sd"] if noise[k] else None for k in NOISE_KINDS[:2])
+    if (g and (g["share_init"] or 0) > 0.5) or (sd_i and sd_t is not None and sd_i > sd_t):
+        out += ["", "Initial-weight noise dominates: run each intervention at the same init seeds as the "
+                "baseline, from initial weights the intervention leaves unchanged, and compare per seed "
+                "(paired)."]
+    return out
+
+
+def _intervention_md(a: str, e: dict, base: str) -> str:
+    """One intervention's verdict, its comparison, initial-weight identity, test-set noise and power."""
+    if e["verdict"] == "identical to the baseline":
+        why = f" The runs' records: {e['identical_why']}." if e.get("identical_why") else ""
+        return (f"- `{a}`: **identical to the baseline**: this intervention changed nothing in this set-up "
+                f"(all {e['n_identical']} run(s) ended with the baseline's final weights, "
+                f"final_weights_sha256, at the same seeds); Δ = 0 exactly, nothing to test.{why}")
+    if e["why_not_testable"] and e.get("pairing") is None:
+        return f"- `{a}`: **not testable**: {e['why_not_testable']}."
+    pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
+               "unpaired": "unpaired: no run shares an init block with the baseline, so initial-weight noise "
+                           "is part of the difference",
+               "partly paired": "partly paired: some runs share an init block with the baseline"}[e["pairing"]]
+    text = f"- `{a}`: **{_verdict_cell(e)}**. "
+    if e["why_not_testable"]:
+        text += f"Not testable: {e['why_not_testable']}. Δ = {_f(e['delta'], sign=True)} (not tested). "
+    else:
+        text += (f"Δ = {_f(e['delta'], sign=True)}, 95% CI {_ci(e['ci'], sign=True)}, t = {e['t']:+.2f}, "
+                 f"df = {e['df']:.1f}, p = {_p(e['p'])}, Holm p = {_p(e['p_holm'])} (n = {e['n']} run(s)). ")
+        if e["z"] is not None:
+            text += (f"z = {e['z']:+.2f} ({e['band']}) in units of the SD of one arm-minus-baseline "
+                     f"difference in this comparison, {_f(e['sd_difference'])}. ")
+        if e["verdict"] == "no detectable effect" and e["min_detectable"] is not None:
+            text += (f"This comparison could have detected |Δ| ≥ {_f(e['min_detectable'])} with 80% power "
+                     "(α = 0.05); smaller effects are not excluded. ")
+        if e["tentative"]:
+            text += "Tentative: it rests on " + ("one run" if e["n"] == 1 else f"{e['df']:.1f} df") + ". "
+    text += f"It is {pairing} ({e['n_blocks_shared']} shared block(s))."
+    ident = e.get("param_identity")
+    if ident:
+        only = len(ident["only_in_arm"])
+        text += (f" {ident['identical']}/{ident['shared']} shared parameters started identical at init_seed "
+                 f"{ident['init_seed']}" + (f", {only} parameter(s) only in this arm" if only else "") + ".")
+    if e.get("bootstrap_ci"):
+        text += f" Cluster bootstrap CI (init seeds resampled): {_ci(e['bootstrap_ci'], sign=True)}."
+    ts = e.get("test_set")
+    if ts and e.get("sd_difference"):
+        share = (ts["se"] / e["sd_difference"]) ** 2
+        text += (f" Test-set sampling noise: the per-sequence SE of one seed's difference is {_f(ts['se'])} "
+                 f"({ts['n_sequences']} sequences, {ts['n_seeds']} seed(s)), {100 * share:.0f}% of that "
+                 "difference's variance.")
+    need = e.get("seeds_needed")
+    if need and need.get("seeds"):
+        unit = "pairs" if e["pairing"] != "unpaired" else "seeds an arm"
+        text += f" To detect the minimum effect (see Planning): {need['seeds']} {unit}."
+    return text
+
+
+def _design_md(summary: dict) -> list[str]:
+    """The model every comparison comes from: method, variance components with their df, planning."""
+    d = summary["design"]
+    if not d:
+        return [f"No runs of the baseline arm `{summary['baseline']}`: no comparisons."]
+    out = [f"Method: {d['method']}. {d['n_configs']} seed configurations in {d['n_blocks']} init block(s) "
+           "(runs that started from the same initial weights at the same init_seed)."]
+    if d["why_not_fitted"]:
+        return out + [f"Nothing could be tested: {d['why_not_fitted']}."]
+    for name, sd, df in (("initial-weight noise σ_init", d["sd_init"], d["df_init"]),
+                         ("training noise σ_train", d["sd_train"], d["df_train"])):
+        if df is None:
+            out.append(f"- {name}: {_f(sd)}, not separately estimable from these runs.")
+        else:
+            flag = " (fewer than 3 df: barely estimated)" if df < 3 else ""
+            out.append(f"- {name}: {_f(sd)} (REML, Satterthwaite df {df:.1f}{flag}).")
+    pl = summary["planning"]
+    if pl:
+        out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), α = 0.05, 80% "
+                "power, from the upper 95% confidence limit of σ (not from any observed Δ):"]
+        for name, what, sd in (("paired", "pairs (same init seeds, initial weights unchanged)", "one difference"),
+                               ("unpaired", "seeds an arm (unpaired)", "one run")):
+            e = pl[name]
+            if e["seeds"]:
+                out.append(f"- {e['seeds']} {what}: σ of {sd} ≤ {_f(e['sd_upper'])} "
+                           f"(estimate {_f(e['sd'])}, {e['df']:.1f} df).")
+            else:
+                out.append(f"- {name}: not planned (σ not estimable with ≥ 1 df from these runs).")
+    return out
+
+
+def markdown(summary: dict) -> str:
+    """report.md: arms, verdicts, the model, noise with its caveats, floor, interactions, exclusions."""
+    arms, m, base, order = summary["arms"], summary["metric"], summary["baseline"], summary["order"]
+    out = [f"# Noise report: {m}", "", f"{summary['n_runs']} result files, {summary['n_included']} in the "
+           f"statistics, {len(summary['excluded'])} left out (listed below). Baseline arm: `{base}`. "
+           f"Lower {m} is better; arms run from worst to best. n counts distinct seed configurations "
+           "(repeats averaged).", ""]
+    out += [f"**Warning**: {w}." for w in summary["warnings"]] + ([""] if summary["warnings"] else [])
+    out += ["## Arms", ""]
+    out += _md_table(["arm", "n", "mean", "SD (n−1)", "SD (n)", "SE", "95% CI of mean", "95% CI of SD"],
+                     [[f"`{a}`", e["n"], _f(e["mean"]), _f(e["sd"]), _f(e["sd_population"]), _f(e["se"]),
+                       _ci(e["mean_ci"]), _ci(e["sd_ci"])] for a, e in ((a, arms[a]) for a in order)])
+    if any(arms[a]["n"] == 1 for a in order):
+        out += ["", "An arm with one run has no SD (n/a)."]
+    compared = [a for a in order if a != base]
+    out += ["", "## Interventions vs baseline", ""]
+    if compared:
+        out += ["Every number in a row comes from one comparison in one model of the whole design "
+                "(see Design model): Δ is the estimate tested, inside its CI; n and df beside it. "
+                "(tentative) marks a verdict resting on one run or fewer than 3 df.", ""]
+        out += _md_table(["arm", "n", "pairing", "Δ", "95% CI of Δ", "df", "p", "Holm p", "z", "verdict"],
+                         [[f"`{a}`", e["n"], e.get("pairing") or "n/a", _delta(e),
+                           _ci(e["ci"], sign=True), _df(e["df"]), _p(e["p"]), _p(e["p_holm"]),
+                           _f(e["z"], 2, sign=True), f"**{_verdict_cell(e)}**"]
+                          for a, e in ((a, arms[a]) for a in compared)])
+        out += [""] + [_intervention_md(a, arms[a], base) for a in compared]
+    else:
+        out.append(f"Nothing to compare (needs runs of `{base}` and of at least one other arm).")
+    out += ["", "## Design model", ""] + _design_md(summary)
+    out += ["", "## Noise (baseline arm, descriptive)", ""] + _noise_md(summary["noise"], base)
+    fl = summary["floor"]
+    out += ["", "## Nondeterminism floor", ""]
+    if not fl or fl["n_groups"] == 0:
+        out.append("No configuration was repeated (same arm and seeds, another replica): not measured.")
+    else:
+        unknown = fl["n_groups"] - fl["n_bitwise_identical"] - fl["n_differing"]
+        out.append(f"{fl['n_groups']} configuration(s) were repeated: {fl['n_bitwise_identical']} bitwise "
+                   f"identical (same final_weights_sha256), {fl['n_differing']} different, {unknown} without "
+                   f"hashes. Spread between repeats: SD {_f(fl['sd'])} ({fl['df']} df), 95% CI "
+                   f"{_ci(fl['sd_ci'])}: a third noise component beside initial-weight and training noise."
+                   + (" Every repeat was bitwise identical: the floor is zero." if fl["n_bitwise_identical"]
+                      == fl["n_groups"] else ""))
+    if summary["interactions"]:
+        out += ["", "## Interactions", "", "Interaction = Δ_stack − ΣΔ_singles (0 when the effects add up), "
+                "a contrast in the same model; Holm across stacks.", ""]
+        out += _md_table(["stack", "interaction", "95% CI", "df", "p", "Holm p"],
+                         [[f"`{i['stack']}`", _f(i["estimate"], sign=True), _ci(i["ci"], sign=True),
+                           _df(i["df"]), _p(i["p"]), _p(i["p_holm"])] for i in summary["interactions"]])
+    out += ["", "## Left out of the statistics", ""]
+    out += _md_table(["run", "arm", "status", "reason"], [[f"`{x['path']}`", f"`{x['arm']}`", x["status"],
+                                                           x["reason"]] for x in summary["excluded"]]) \
+        if summary["excluded"] else ["None."]
+    out += ["", "## Method", "",
+            "All included runs (repeats averaged per seed configuration) are fitted by one linear mixed model: "
+            "loss = arm (fixed) + init block (random: runs with the same init_seed and the same initial "
+            "weights for the parameters they share) + training noise, by REML. Each intervention's Δ is its "
+            "arm effect against the baseline, with a t test on Satterthwaite degrees of freedom; p-values are "
+            "Holm-corrected across interventions (α = 0.05). An intervention whose runs differ from the "
+            "baseline's by a variance source the runs cannot estimate is not testable. Verdicts: better, "
+            "worse, no detectable effect (with the smallest effect detectable at 80% power), not testable, "
+            "identical to the baseline. Details and the calibration by simulation: docs/analysis.md.", ""]
+    return "\n".join(out)

@@ -1,0 +1,130 @@
+"""Calibration by simulation: the report's own analysis on sweeps drawn from stated variance components.
+
+    python -m gptx.analysis.simulate [--sims 2000] [--sd-init 0.0155] [--sd-train 0.0058] [--seed 0]
+
+Each preset design is laid out as `gptx.train` lays it out (arms, init and train seeds, failed runs),
+losses are drawn as 3.7 + Δ_arm + u_init-seed + e_run, and `gptx.analysis.summary.analyze` gives its
+verdicts. Under Δ = 0 everywhere, any `better`/`worse` is a false claim: the family-wise false-claim rate
+must stay at or below α (plus Monte-Carlo error). With Δ = −0.01 on every arm, the share of arms called
+`better` is the power. docs/analysis.md shows the full-size table.
+"""
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gptx.analysis.runs import Run, run_from_result
+from gptx.analysis.summary import analyze
+
+SD_INIT, SD_TRAIN = 0.0155, 0.0058  # the study's variance components (STATISTICS.md)
+INTERVENTIONS = ("fp32", "grad_clip", "qkv_bias", "lr_schedule", "weight_decay", "no_dropout",
+                 "weight_decay_cerebras", "weight_tying")
+NOISE_PRESET = ((42, None), (22, None), (67, None), (42, 23), (42, 67), (22, 23), (67, 23))
+
+
+def _design(name: str) -> tuple[list[tuple], float]:
+    """The (arm, init_seed, train_seed) cells of a preset design, and the chance that a run fails."""
+    if name == "interventions":  # one run per arm at init 42 + the noise preset's seven baseline runs
+        return [("baseline", i, t) for i, t in NOISE_PRESET] + [(a, 42, None) for a in INTERVENTIONS], 0.0
+    if name == "interventions_paired":
+        return [(a, i, None) for a in ("baseline", *INTERVENTIONS) for i in (22, 42, 67)], 0.0
+    if name == "noise_grid":  # 3 init x 3 train baseline grid, and each arm once at init 42
+        return [("baseline", i, t) for i in (22, 42, 67) for t in (None, 23, 67)] + \
+            [(a, 42, None) for a in INTERVENTIONS], 0.0
+    if name == "new_init_seed":  # a one-run arm at an init seed the baseline never ran
+        return [("baseline", i, t) for i, t in NOISE_PRESET] + [("grad_clip", 99, None)], 0.0
+    if name == "issue_example":  # baseline at init 42 x train null/23/67; one arm at init 67
+        return [("baseline", 42, t) for t in (None, 23, 67)] + [("grad_clip", 67, None)], 0.0
+    if name == "paired_failures":  # interventions_paired at 5 init seeds, each run failing 1 time in 5
+        return [(a, i, None) for a in ("baseline", *INTERVENTIONS[:4]) for i in (1, 2, 3, 4, 5)], 0.2
+    raise ValueError(f"unknown design {name!r}; known: {', '.join(DESIGNS)}")
+
+
+DESIGNS = ("interventions", "interventions_paired", "noise_grid", "new_init_seed", "issue_example",
+           "paired_failures")
+
+
+def sweep(cells: list[tuple], rng: np.random.Generator, effect: float = 0.0, sd_init: float = SD_INIT,
+          sd_train: float = SD_TRAIN, p_fail: float = 0.0, hashes: bool = True) -> list[Run]:
+    """Runs for the given cells: loss = 3.7 + effect (non-baseline arms) + u(init seed) + e(run)."""
+    inits = sorted({c[1] for c in cells})
+    u = dict(zip(inits, rng.normal(0, sd_init, len(inits))))
+    runs = []
+    for k, (arm, init, train) in enumerate(cells):
+        failed = rng.random() < p_fail
+        loss = 3.7 + (effect if arm != "baseline" else 0.0) + u[init] + rng.normal(0, sd_train)
+        result = {"status": "failed" if failed else "completed", "arm": arm, "intervention": [arm],
+                  "init_seed": init, "train_seed": train, "data_seed": None, "replica": 0,
+                  "test_loss": None if failed else loss, "final_weights_sha256": f"final-{k}",
+                  "init_weights_sha256": f"init-{init}" if hashes else None}
+        runs.append(run_from_result(result, Path(f"sim/{k}"), "test_loss"))
+    return runs
+
+
+def random_sweep(rng: np.random.Generator) -> list[Run]:
+    """A sweep of random layout: arms, stacks, seeds, repeats, failed and unfinished runs, missing hashes."""
+    arms = ["baseline"] * (rng.random() < 0.9) + list(rng.choice(["a", "b", "c", "a+b"], rng.integers(0, 4),
+                                                                  replace=False))
+    changes_init = {a: rng.random() < 0.3 for a in arms}  # e.g. qkv_bias under the sequential init scheme
+    runs = []
+    for k in range(int(rng.integers(0, 25))):
+        arm = str(rng.choice(arms)) if arms else "baseline"
+        init = int(rng.integers(1, 6)) if rng.random() < 0.95 else None
+        train = [None, 1, 2][int(rng.integers(0, 3))]
+        status = str(rng.choice(["completed"] * 8 + ["failed", "running", "diverged"]))
+        loss = 3.7 + (0.02 * rng.normal() if init is not None else 0) + 0.005 * rng.normal()
+        loss = [loss, None, float("nan"), 3.7][int(rng.choice(4, p=[0.85, 0.05, 0.05, 0.05]))]
+        result = {"status": status, "arm": arm, "init_seed": init, "train_seed": train,
+                  "replica": int(rng.integers(0, 2)), "test_loss": loss,
+                  "final_weights_sha256": f"final-{rng.integers(0, 3) if rng.random() < 0.2 else k}",
+                  "init_weights_sha256": None if rng.random() < 0.2 else
+                  f"init-{init}-{arm if changes_init[arm] else ''}" if arms else f"init-{init}",
+                  "config_sha256": f"c{k % 7}", "hostname": "h", "wall_seconds": float(k % 5),
+                  "grad_clip_active_steps": int(rng.integers(0, 3)), "steps": 10, "warnings": ["w"]}
+        runs.append(run_from_result(result, Path(f"sim/{k}"), "test_loss"))
+    return runs
+
+
+def claims(summary: dict) -> tuple[int, int, int]:
+    """(better, worse, arms compared) among the summary's interventions."""
+    rows = [e for a, e in summary["arms"].items() if a != summary["baseline"]]
+    return (sum(e["verdict"] == "better" for e in rows), sum(e["verdict"] == "worse" for e in rows), len(rows))
+
+
+def calibrate(design: str, n_sims: int, seed: int = 0, sd_init: float = SD_INIT, sd_train: float = SD_TRAIN,
+              effect: float = -0.01) -> dict:
+    """Family-wise false-claim rate under the null and per-arm power at `effect`, over n_sims sweeps each."""
+    cells, p_fail = _design(design)
+    rng = np.random.default_rng(seed)
+    false_claims, hits, arms = 0, 0, 0
+    for _ in range(n_sims):
+        b, w, _ = claims(analyze(sweep(cells, rng, 0.0, sd_init, sd_train, p_fail), detail=False))
+        false_claims += (b + w) > 0
+        b, _, n = claims(analyze(sweep(cells, rng, effect, sd_init, sd_train, p_fail), detail=False))
+        hits, arms = hits + b, arms + n
+    return {"design": design, "n_sims": n_sims, "fwer": false_claims / n_sims,
+            "fwer_mc_se": math.sqrt(0.05 * 0.95 / n_sims), "power": hits / arms if arms else 0.0,
+            "effect": effect}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the calibration table for every preset design."""
+    parser = argparse.ArgumentParser(prog="python -m gptx.analysis.simulate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sims", type=int, default=2000, help="sweeps simulated per design and hypothesis")
+    parser.add_argument("--sd-init", type=float, default=SD_INIT, help="initial-weight noise SD")
+    parser.add_argument("--sd-train", type=float, default=SD_TRAIN, help="training noise SD")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(f"σ_init {args.sd_init}, σ_train {args.sd_train}, α = 0.05, Monte-Carlo SE of a rate near 0.05: "
+          f"{math.sqrt(0.05 * 0.95 / args.sims):.4f}\n")
+    print("| design | sims | family-wise false-claim rate | power at Δ = −0.01 (per arm) |")
+    print("| --- | --- | --- | --- |")
+    for d in DESIGNS:
+        r = calibrate(d, args.sims, args.seed, args.sd_init, args.sd_train)
+        print(f"| {d} | {r['n_sims']} | {r['fwer']:.4f} | {r['power']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
