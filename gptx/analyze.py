@@ -15,17 +15,16 @@ import sys
 from pathlib import Path
 
 from gptx.analysis.report import markdown, table
-from gptx.analysis.runs import Run, UserError, find_results, find_unfinished, load_run, read_curve, write_runs_csv
+from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
 from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
+from gptx.files import RUNS_CSV
 
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
                  seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True) -> dict:
     """Analyse every result.json below `paths` and write report.md, runs.csv, summary.json and (unless
     plots=False) noise.png and curves.png into `out_dir`; return the summary."""
-    runs = [load_run(f, metric) for f in find_results([Path(p) for p in paths])]
-    runs += [Run(d, {}, "?", "running", reason="incomplete: no result.json (killed before writing one)")
-             for d in find_unfinished([Path(p) for p in paths])]
+    runs = load_runs([Path(p) for p in paths], metric)
     if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
         raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
     summary = jsonable(analyze(runs, baseline, metric, seed, min_effect))
@@ -35,7 +34,7 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     except OSError as e:
         raise UserError(f"cannot write the report into {out_dir} (--out): {e.strerror or e}") from e
-    write_runs_csv(runs, out_dir / "runs.csv")
+    write_runs_csv(runs, out_dir / RUNS_CSV)
     (out_dir / "report.md").write_text(markdown(summary))
     if plots:
         from gptx.analysis import plots as figures  # matplotlib is imported only when figures are drawn

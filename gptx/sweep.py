@@ -7,10 +7,8 @@ the run folders hold.
 """
 
 import atexit
-import csv
 import fcntl
 import importlib.util
-import io
 import json
 import os
 import re
@@ -21,7 +19,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, write_atomic
+from gptx.analysis.runs import load_runs, write_runs_csv
+from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV
 
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
 FINAL_STATUSES = ("completed", "diverged", "failed")
@@ -79,15 +78,6 @@ def find_run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
 def scan_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows for every run folder in a sweep, read from disk (not from what the launcher returned)."""
     return [read_run(sweep_dir, run_dir) for run_dir in find_run_dirs(sweep_dir)]
-
-
-def write_runs_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Write the runs table atomically, so a reader never sees half a file."""
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=RUN_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(Path(path), buffer.getvalue().encode())
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
@@ -190,9 +180,10 @@ class SweepCallback(Callback):
             ran += 1
             if row["status"] not in OK_STATUSES:
                 failed.append(row["run"])
-        write_runs_csv(rows, sweep_dir / RUNS_CSV)  # first, so a failing report cannot hide it
+        # runs.csv has one writer, the analysis's: first here, so a failing report cannot hide it; the
+        # report then writes the same rows through the same function.
+        write_runs_csv(load_runs([sweep_dir], require=False), sweep_dir / RUNS_CSV)
         _write_report(sweep_dir)
-        write_runs_csv(rows, sweep_dir / RUNS_CSV)  # again: the report writes a runs.csv of its own
         counts = {s: sum(r["status"] == s for r in rows) for s in FINAL_STATUSES + ("incomplete",)}
         print(format_table(rows, ("run", "status", "test_loss", "wall_seconds", "error")))
         print(

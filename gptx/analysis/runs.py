@@ -16,10 +16,14 @@ import numpy as np
 
 from gptx.files import METRICS_FILE, REPRODUCTIONS_DIR, RESULT_FILE, TEST_LOSSES_FILE, write_atomic
 
-CSV_FIELDS = ("path", "arm", "status", "included", "reason", "init_seed", "train_seed", "data_seed",
-              "replica", "test_loss", "val_loss", "train_loss", "steps", "tokens", "wall_seconds",
+# runs.csv, one row a run folder; this module is its only writer (the sweep callback and gptx.analyze
+# both call write_runs_csv), so the file has one schema whoever wrote it last.
+CSV_FIELDS = ("run", "arm", "intervention", "status", "included", "reason", "init_seed", "train_seed",
+              "data_seed", "replica", "test_loss", "val_loss", "train_loss", "steps", "tokens", "wall_seconds",
               "tokens_per_second", "device", "precision", "model", "n_params", "diverged_at_step", "error",
               "hostname", "config_sha256", "init_weights_sha256", "final_weights_sha256")
+# Statuses a run can end with; runs.csv calls anything else (still running, killed, unreadable) incomplete.
+FINAL_STATUSES = ("completed", "diverged", "failed")
 
 
 class UserError(Exception):
@@ -169,12 +173,41 @@ def read_test_losses(folder: Path) -> np.ndarray | None:
     return x.astype(float) if x.ndim == 1 and len(x) and np.isfinite(x).all() else None
 
 
+def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True) -> list[Run]:
+    """Every run below `paths`: each result.json, and each run folder killed before it wrote one.
+
+    With require=False a path without any result.json is not an error (a sweep whose jobs all died).
+    """
+    paths = [Path(p) for p in paths]
+    try:
+        files = find_results(paths)
+    except UserError:
+        if require:
+            raise
+        files = []
+    return [load_run(f, metric) for f in files] + [
+        Run(d, {}, "?", "running", reason="incomplete: no result.json (killed before writing one)")
+        for d in find_unfinished(paths)]
+
+
 def write_runs_csv(runs: list[Run], path: Path) -> None:
-    """One row a run, included or not, with its seeds, losses, cost and hashes."""
+    """runs.csv: one row a run, included or not, with its seeds, losses, cost and hashes.
+
+    `run` is the run folder relative to the file's folder (absolute when outside it); `status` is the
+    run's final status, or `incomplete` for a run still running, killed, or with an unreadable result.
+    """
     buffer = io.StringIO(newline="")
     w = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
     w.writeheader()
-    for r in runs:
-        w.writerow({**{k: r.result.get(k) for k in CSV_FIELDS}, "path": str(r.folder), "arm": r.arm,
-                    "status": r.status, "included": r.included, "reason": r.reason or ""})
+    root = Path(path).parent.resolve()
+    for r in sorted(runs, key=lambda r: str(r.folder)):
+        folder = Path(r.folder).resolve()
+        intervention = r.result.get("intervention")
+        error = str(r.result.get("error") or "").strip()
+        w.writerow({**{k: r.result.get(k) for k in CSV_FIELDS},
+                    "run": str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder),
+                    "arm": r.arm, "intervention": "+".join(map(str, intervention))
+                    if isinstance(intervention, list) else intervention,
+                    "status": r.status if r.status in FINAL_STATUSES else "incomplete",
+                    "included": r.included, "reason": r.reason or "", "error": error.splitlines()[-1] if error else ""})
     write_atomic(path, buffer.getvalue().encode())
