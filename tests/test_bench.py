@@ -21,15 +21,15 @@ def test_bench_smoke_prints_every_variant(tmp_path):
     assert "model=gpt2_tiny" in lines[0] and "threads=1" in lines[0] and "device=cpu" in lines[0]
     assert "tokens/step=32" in lines[1] and "peak=unknown" in lines[1]
     rows = {line.split()[0]: line.split() for line in lines[3:]}
-    assert set(rows) == {"eager", "eager+deterministic", "eager,full-logits-loss", "eager,foreach-adamw", "compiled",
-                         "dataloader"}
-    for name in ("eager", "eager+deterministic", "eager,full-logits-loss", "eager,foreach-adamw", "dataloader"):
+    variants = ("eager", "eager+deterministic", "eager/full-logits-loss", "eager/foreach-adamw", "eager/as-before")
+    assert set(rows) == {*variants, "compiled", "dataloader"}
+    for name in (*variants, "dataloader"):
         assert float(rows[name][1]) > 0 and float(rows[name][2].replace(",", "")) > 0
         assert rows[name][3] == "n/a"  # a CPU has no peak, so no MFU is claimed
     assert "--compile" in " ".join(rows["compiled"])
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["flops_per_token"] == 6 * (2 * 4 * 128 * 128 + 2 * 8 * 128 * 128 + 128 * 50257) + 12 * 2 * 128 * 16
-    assert [r["steps"] for r in report["rows"]][:4] == [2, 2, 2, 2]
+    assert [r["steps"] for r in report["rows"]][:5] == [2, 2, 2, 2, 2]
     assert report["allocator"]["applied"] in (True, False)
 
 
@@ -40,9 +40,10 @@ def test_bench_compares_the_allocator_in_two_processes(tmp_path):
                     "--json", str(tmp_path / "bench.json"), module="gptx.bench", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["variant"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
-    assert {"eager", "eager,allocator-on", "eager,allocator-off", "dataloader"} == set(rows)
-    assert rows["eager,allocator-on"]["steps"] == rows["eager,allocator-off"]["steps"] == 2
-    assert rows["eager,allocator-off"]["step_seconds"] > 0
+    compared = {f"{v}/allocator-{m}" for v in ("eager", "eager/as-before") for m in ("on", "off")}
+    assert {"eager", "dataloader", *compared} == set(rows)
+    assert {rows[name]["steps"] for name in compared} == {2}
+    assert all(rows[name]["step_seconds"] > 0 for name in compared)
 
 
 def test_unknown_variant_is_one_line(capsys):

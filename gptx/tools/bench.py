@@ -147,8 +147,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     precision = resolve_precision(train_cfg, device)
     variants = [] if args.dataloader_only else [
         Variant("eager", False, False), Variant("eager+deterministic", False, True),
-        Variant("eager,full-logits-loss", False, False, full_logits=True),
-        Variant("eager,foreach-adamw", False, False, foreach_adamw=True)]
+        Variant("eager/full-logits-loss", False, False, full_logits=True),
+        Variant("eager/foreach-adamw", False, False, foreach_adamw=True),
+        Variant("eager/as-before", False, False, full_logits=True, foreach_adamw=True)]
     if args.compile and not args.dataloader_only:
         variants += [Variant("compiled", True, False), Variant("compiled+deterministic", True, True)]
     if args.variants:
@@ -194,24 +195,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def compare_allocator(args: argparse.Namespace, rounds: int = 2) -> list[dict[str, Any]]:
-    """The eager step with and without the glibc setting, each in its own process, rounds alternating."""
-    seconds: dict[str, list[float]] = {"on": [], "off": []}
+    """The eager step (today's and as before the speed-ups) with and without the glibc setting, each setting
+    in its own process, rounds alternating. `eager/as-before/allocator-off` is the step as it was."""
+    variants = ("eager", "eager/as-before")
+    seconds: dict[str, list[float]] = {f"{v}/allocator-{mode}": [] for mode in ("on", "off") for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(rounds):
             for mode in ("on", "off"):
                 out = Path(tmp) / f"{mode}{round_}.json"
                 argv = [sys.executable, "-m", "gptx.bench", "--model", args.model, "--steps", str(args.steps),
                         "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--device", args.device,
-                        "--threads", str(args.threads), "--variants", "eager", "--allocator", mode,
+                        "--threads", str(args.threads), "--variants", ",".join(variants), "--allocator", mode,
                         "--json", str(out)] + (["--seq-len", str(args.seq_len)] if args.seq_len else [])
                 env = {k: v for k, v in os.environ.items() if k not in allocator.USER_VARIABLES}
                 subprocess.run(argv, check=True, capture_output=True, env=env)
-                seconds[mode].append(json.loads(out.read_text())["rows"][0]["step_seconds"])
+                for row in json.loads(out.read_text())["rows"]:
+                    if row["variant"] in variants:
+                        seconds[f"{row['variant']}/allocator-{mode}"].append(row["step_seconds"])
     tokens = args.batch_size * (args.seq_len or model_config(args.model).context_length)
-    return [{"variant": f"eager,allocator-{mode}", "step_seconds": statistics.median(s),
-             "tokens_per_second": tokens / statistics.median(s), "mfu": None, "steps": rounds * args.steps,
-             "first_step_seconds": None, "note": f"own process; median of {rounds} alternating rounds"}
-            for mode, s in seconds.items()]
+    return [{"variant": name, "step_seconds": statistics.median(s), "tokens_per_second": tokens / statistics.median(s),
+             "mfu": None, "steps": rounds * args.steps, "first_step_seconds": None,
+             "note": f"own process; median of {rounds} alternating rounds"} for name, s in seconds.items()]
 
 
 def time_default_run() -> dict[str, Any]:
@@ -234,15 +238,15 @@ def format_report(report: dict[str, Any]) -> str:
              f"threads={report['threads']}  torch={report['torch']}",
              f"batch={report['batch_size']}  seq_len={report['seq_len']}  tokens/step={report['tokens_per_step']}"
              f"  flops/token={report['flops_per_token']:,.0f}  peak={peak}",
-             f"{'variant':<26}{'step_ms':>10}{'tokens/s':>14}{'MFU':>8}  note"]
+             f"{'variant':<32}{'step_ms':>10}{'tokens/s':>14}{'MFU':>8}  note"]
     for row in report["rows"]:
         if row["step_seconds"] is None:
-            lines.append(f"{row['variant']:<26}{'-':>10}{'-':>14}{'-':>8}  {row['note']}")
+            lines.append(f"{row['variant']:<32}{'-':>10}{'-':>14}{'-':>8}  {row['note']}")
             continue
         mfu_text = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a"
         note = row["note"] or f"median of {row['steps']}" + (
             f", first step {row['first_step_seconds']:.1f} s" if row["first_step_seconds"] else "")
-        lines.append(f"{row['variant']:<26}{1000 * row['step_seconds']:>10.2f}"
+        lines.append(f"{row['variant']:<32}{1000 * row['step_seconds']:>10.2f}"
                      f"{row['tokens_per_second']:>14,.0f}{mfu_text:>8}  {note}")
     return "\n".join(lines)
 
