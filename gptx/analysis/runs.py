@@ -173,6 +173,15 @@ def read_test_losses(folder: Path) -> np.ndarray | None:
     return x.astype(float) if x.ndim == 1 and len(x) and np.isfinite(x).all() else None
 
 
+def _incomplete_why(r: Run) -> str:
+    """Why a run without an error of its own is incomplete: no result.json, unreadable, or still running."""
+    if r.status in FINAL_STATUSES:
+        return ""
+    if not r.result:
+        return "no result.json" if r.status == "running" else r.reason or r.status
+    return f"result.json status {r.status!r}"
+
+
 def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True) -> list[Run]:
     """Every run below `paths`: each result.json, and each run folder killed before it wrote one.
 
@@ -203,7 +212,7 @@ def write_runs_csv(runs: list[Run], path: Path) -> None:
     for r in sorted(runs, key=lambda r: str(r.folder)):
         folder = Path(r.folder).resolve()
         intervention = r.result.get("intervention")
-        error = str(r.result.get("error") or "").strip()
+        error = str(r.result.get("error") or "").strip() or _incomplete_why(r)
         w.writerow({**{k: r.result.get(k) for k in CSV_FIELDS},
                     "run": str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder),
                     "arm": r.arm, "intervention": "+".join(map(str, intervention))
