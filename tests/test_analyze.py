@@ -174,7 +174,7 @@ def test_output_files(study_summary, tmp_path):
                                                "curves.png"}
     json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     rows = list(csv.DictReader((out / "runs.csv").open()))
-    assert len(rows) == 14 and {r["status"] for r in rows} == {"completed", "diverged", "running"}
+    assert len(rows) == 14 and {r["status"] for r in rows} == {"completed", "diverged", "incomplete"}
     report = (out / "report.md").read_text()
     for needle in ("## Arms", "## Interventions vs baseline", "## Noise (baseline arm", "barely estimated",
                    "## Design model", "## Nondeterminism floor", "the floor is zero",
