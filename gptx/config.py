@@ -26,7 +26,8 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys that say where or how a run is filed or saved, not what it computes: left out of
 # `config_sha256`, so changing them never orphans a checkpoint or a completed run.
-NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "logger", "optimized_metric", "output_root")
+NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "train.checkpoint_minutes", "logger",
+                     "optimized_metric", "output_root")
 
 
 # result.json numbers a Hydra sweeper may optimise through `optimized_metric`.
@@ -194,7 +195,11 @@ class TrainConfig:
     log_every: int = 25
     """Write a metrics line every N steps."""
     checkpoint_every: int | None = None
-    """Write a resumable checkpoint every N steps (null = only on a stop signal)."""
+    """Also write a resumable checkpoint every N steps (null = by wall time only)."""
+    checkpoint_minutes: float | None = 30.0
+    """Write a resumable checkpoint at the first step boundary after this many minutes since the last one,
+    and one before the final evaluation, so a killed run loses at most this much (null, with
+    checkpoint_every null too: only on a stop signal). Checkpoints never change a run's numbers."""
     sample_tokens: int = 30
     """Greedy tokens generated after "Every effort moves you" into sample.txt."""
 
@@ -229,6 +234,8 @@ class TrainConfig:
             _positive(f"train.{key}", getattr(self, key))
         if self.checkpoint_every is not None:
             _positive("train.checkpoint_every", self.checkpoint_every)
+        if self.checkpoint_minutes is not None:
+            _positive("train.checkpoint_minutes", self.checkpoint_minutes)
 
     @property
     def micro_batch(self) -> int:
