@@ -154,8 +154,10 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
             continue
         if meta["config_sha256"] != config_sha256:
             raise CheckpointError(
-                f"{path} belongs to a run with another config (config_sha256 {meta['config_sha256'][:12]}…, "
-                f"this run {config_sha256[:12]}…): use another folder or overwrite=true"
+                f"{run_dir} holds an interrupted run of another config (config_sha256 "
+                f"{meta['config_sha256'][:12]}…, this command's {config_sha256[:12]}…): to resume it, rerun its "
+                f"own config (--config-path {run_dir / '.hydra'} --config-name config); for this config, choose "
+                "another folder; overwrite=true starts it over, deleting its checkpoints"
             )
         written_by = meta.get("numerics_version", 1)
         if written_by != NUMERICS_VERSION:

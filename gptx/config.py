@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -221,7 +222,7 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive("train.max_steps", self.max_steps)
         _positive("train.lr", self.lr)
-        if self.weight_decay < 0:
+        if not self.weight_decay >= 0:
             raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
         if self.grad_clip is not None:
             _positive("train.grad_clip", self.grad_clip)
@@ -289,6 +290,7 @@ class GptxConfig:
     Hydra, so sweepers such as optuna can optimise it; NaN for a run that did not complete."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         seq_len = self.train.seq_len or self.model.context_length
         if seq_len > self.model.context_length:
             raise ConfigError(
@@ -316,8 +318,20 @@ class GptxConfig:
 
 
 def _positive(key: str, value: float) -> None:
-    if value is None or value <= 0:
+    if value is None or not value > 0:  # NaN compares false: refused here too
         raise ConfigError(f"{key}={value} must be > 0")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value} must be a finite number")
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Every float in the config finite: NaN passes every comparison check, and inf trains into NaN."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name}={value} must be a finite number")
 
 
 def register_schema() -> None:
@@ -391,12 +405,35 @@ def _without(tree: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, An
 
 
 def from_dictconfig(cfg: DictConfig) -> GptxConfig:
-    """Convert the composed config into validated dataclasses and check the interventions took effect."""
+    """Convert the composed config into validated dataclasses and check the interventions took effect.
+
+    A key outside the schema (Hydra's `+train.foo=1` adds one past struct mode) is refused: a run must never
+    save a config that its own reproduction would refuse.
+    """
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"unknown key {', '.join(unknown)}: not in gptx's config schema "
+                          "(python -m gptx.train --help lists every key)")
     schema = OmegaConf.structured(GptxConfig)
     merged = OmegaConf.merge(schema, cfg)
     typed: GptxConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     check_interventions_applied(to_plain_dict(merged))
     return typed
+
+
+def unknown_keys(tree: dict[str, Any], cls: type = GptxConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of `tree` that are no field of the schema (the free-form `intervention` mapping aside)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = []
+    for key, value in tree.items():
+        f = fields.get(key)
+        if f is None:
+            unknown.append(f"{prefix}{key}")
+            continue
+        nested = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if dataclasses.is_dataclass(nested) and isinstance(value, dict):
+            unknown += unknown_keys(value, type(nested), f"{prefix}{key}.")
+    return unknown
 
 
 def intervention_settings(name: str) -> dict[str, Any]:

@@ -139,3 +139,20 @@ def test_config_sha256_ignores_filing_keys_only():
 def test_configs_ship_inside_the_package():
     assert (CONF_DIR / "config.yaml").is_file()
     assert Path(CONF_DIR).parent.name == "gptx"
+
+
+@pytest.mark.parametrize(("override", "key"), [("+train.foo=1", "train.foo"), ("+bar=2", "bar"),
+                                               ("+model.extra.deep=3", "model.extra")])
+def test_keys_outside_the_schema_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"^unknown key {key}: not in gptx's config schema"):
+        typed_config(override)
+
+
+@pytest.mark.parametrize("key", ["train.lr", "train.weight_decay", "train.min_lr_factor", "train.warmup_start_factor",
+                                 "train.grad_clip", "train.checkpoint_minutes", "model.dropout",
+                                 "data.val_fraction", "train.beta1"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"^{key}=") as caught:
+        typed_config(f"{key}={value}")
+    assert "\n" not in str(caught.value)
