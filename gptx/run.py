@@ -26,6 +26,7 @@ from gptx.allocator import keep_freed_memory
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
+from gptx.faults import maybe_fire
 from gptx.files import (
     METRICS_FILE,
     MODEL_FILE,
@@ -214,6 +215,8 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
             raise
         finally:
             metrics.close()
+        stop.finishing()
+        maybe_fire("final", final["steps"])
         wall = wall_before + time.perf_counter() - start
         result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
         result["init_param_sha256"] = tr.init_param_sha256

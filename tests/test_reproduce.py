@@ -109,6 +109,12 @@ def test_scenario_9_refuses_original_folder(run, tmp_path, capsys):
     assert "already exists" in rejected(run, capsys, "--out", str(tmp_path / "taken"))
 
 
+def test_scenario_9_a_reproduction_refused_on_its_config_leaves_no_folder(run, tmp_path, capsys):
+    edit_yaml(run / ".hydra" / "config.yaml", lambda tree: tree["data"].update(path=str(tmp_path / "gone.txt")))
+    assert "is not a file" in rejected(run, capsys)  # nothing under reproductions/, not even the folder
+    assert not (run / "reproductions").exists()
+
+
 def test_scenario_9_refuses_a_run_that_did_not_complete(run, capsys):
     result = json.loads((run / "result.json").read_text())
     (run / "result.json").write_text(json.dumps({**result, "status": "running"}))

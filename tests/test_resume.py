@@ -154,3 +154,25 @@ def test_a_refused_rerun_leaves_the_interrupted_run_byte_identical(reference, tm
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step_00000003" in (tmp_path / "train.log").read_text()
     assert_same_as_reference(tmp_path, reference)
+
+
+def test_two_ctrl_c_during_the_final_outputs_still_complete_the_run(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    proc = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "final@12=INT,final@12=INT"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("writing the run's final outputs first") == 2
+    assert_same_as_reference(tmp_path, reference)
+    assert (tmp_path / "model.safetensors").is_file() and list_checkpoints(tmp_path) == []
+
+
+def test_a_kill_during_the_final_outputs_reruns_only_them(reference, tmp_path):
+    # The checkpoint written before the final evaluation: the rerun starts at the last step, not step 9.
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    assert run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "final@12=KILL"}).returncode == -signal.SIGKILL
+    assert result(tmp_path)["status"] == "running"
+    assert list_checkpoints(tmp_path)[-1].name == "step_00000012"
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert "resuming from step_00000012 (step 12 of 12)" in (tmp_path / "train.log").read_text()
+    assert_same_as_reference(tmp_path, reference)
+    assert result(tmp_path)["train_loss"] == result(reference)["train_loss"]
+    assert result(tmp_path)["val_loss"] == result(reference)["val_loss"]

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -167,6 +168,7 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
         changed = [d["field"] for d in env_diffs] + ([] if cfg_matches else ["config_sha256"])
         raise ReproduceError(f"{', '.join(changed)} differ from the original's; --strict-env refuses "
                              "to reproduce")
+    made_parent = out is None and not (run_dir / REPRODUCTIONS_DIR).exists()
     target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
     print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
     write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
@@ -178,6 +180,10 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     try:
         result = _train_logged(cfg, target)
     except (ConfigError, CheckpointError):
+        # Refused before training (say, its data.path is gone): no stub folder stays behind.
+        shutil.rmtree(target, ignore_errors=True)
+        if made_parent:
+            (run_dir / REPRODUCTIONS_DIR).rmdir()
         raise
     except Exception as err:
         report.update(verdict="DIFFERENT", error=f"{type(err).__name__}: {err}",
