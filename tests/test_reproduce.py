@@ -111,8 +111,10 @@ def test_scenario_9_refuses_original_folder(run, tmp_path, capsys):
 
 def test_scenario_9_a_reproduction_refused_on_its_config_leaves_no_folder(run, tmp_path, capsys):
     edit_yaml(run / ".hydra" / "config.yaml", lambda tree: tree["data"].update(path=str(tmp_path / "gone.txt")))
-    assert "is not a file" in rejected(run, capsys)  # nothing under reproductions/, not even the folder
-    assert not (run / "reproductions").exists()
+    before = digest(run)
+    assert main([str(run)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("gone.txt is not a file")
+    assert digest(run) == before and not (run / "reproductions").exists()  # not even an empty folder
 
 
 def test_scenario_9_refuses_a_run_that_did_not_complete(run, capsys):
