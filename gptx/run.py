@@ -82,11 +82,14 @@ class RunFolder:
         """Record `failed` with the error, keeping what the run recorded; a completed run is left alone."""
         if not self.is_main or self.holds_completed():
             return
-        self.start()
         result = {**(self.current or self.previous or {}), "status": "failed", "error": error}
         if trace is not None:
             result["traceback"] = trace
-        self.write(result)
+        try:
+            self.start()
+            self.write(result)
+        except OSError as err:  # a full disk may refuse this too; the error itself still reaches the user
+            log.warning("could not record the failure in %s: %s", RESULT_FILE, err)
 
 
 # Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors).
