@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import logging
 import math
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -29,6 +30,11 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # `config_sha256`, so changing them never orphans a checkpoint or a completed run.
 NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "train.checkpoint_minutes", "logger",
                      "optimized_metric", "output_root")
+
+
+# Keys an older gptx saved that are no longer in the schema: dropped with a warning, so old folders still load
+# (by gptx.reproduce, and by `--config-path RUN_DIR/.hydra`).
+RETIRED_KEYS = {"train.fail_at_step": "the NaN fault hook moved to the environment (GPTX_FAULT=nan@STEP)"}
 
 
 # result.json numbers a Hydra sweeper may optimise through `optimized_metric`.
@@ -410,6 +416,13 @@ def from_dictconfig(cfg: DictConfig) -> GptxConfig:
     A key outside the schema (Hydra's `+train.foo=1` adds one past struct mode) is refused: a run must never
     save a config that its own reproduction would refuse.
     """
+    for dotted, why in RETIRED_KEYS.items():
+        parent, _, leaf = dotted.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig) and leaf in node:
+            with open_dict(node):
+                node.pop(leaf)
+            logging.getLogger("gptx.train").warning("%s is no longer a config key (%s); ignored", dotted, why)
     unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
     if unknown:
         raise ConfigError(f"unknown key {', '.join(unknown)}: not in gptx's config schema "

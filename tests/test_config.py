@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError
 
-from gptx.config import CONF_DIR, ConfigError, config_sha256, to_plain_dict
+from gptx.config import CONF_DIR, ConfigError, config_sha256, from_dictconfig, to_plain_dict
 
 from conftest import compose_config, typed_config
 
@@ -156,3 +156,8 @@ def test_non_finite_numbers_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"^{key}=") as caught:
         typed_config(f"{key}={value}")
     assert "\n" not in str(caught.value)
+
+
+def test_a_retired_key_is_dropped_not_refused():
+    cfg = compose_config("+train.fail_at_step=3")
+    assert typed_config().train == from_dictconfig(cfg).train
