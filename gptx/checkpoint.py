@@ -58,6 +58,10 @@ class TrainingState:
     """Steps so far whose pre-clip gradient norm exceeded train.grad_clip (0 without clipping)."""
     grad_norm_max: float = 0.0
     """Largest pre-clip gradient norm so far (0 without clipping)."""
+    train_loss: float | None = None
+    """The last metrics line's train loss (what result.json reports when the loop resumes at its end)."""
+    val_loss: float | None = None
+    """The last validation loss."""
 
 
 @dataclass
@@ -98,6 +102,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
             "interval_steps": state.interval_steps,
             "grad_clip_active_steps": state.grad_clip_active_steps,
             "grad_norm_max": state.grad_norm_max,
+            "train_loss": state.train_loss,
+            "val_loss": state.val_loss,
             "optimizer_param_groups": optim_state["param_groups"],
             "state_sha256": _file_sha256(tmp / STATE_FILE),
         }
@@ -148,8 +154,10 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
             continue
         if meta["config_sha256"] != config_sha256:
             raise CheckpointError(
-                f"{path} belongs to a run with another config (config_sha256 {meta['config_sha256'][:12]}…, "
-                f"this run {config_sha256[:12]}…): use another folder or overwrite=true"
+                f"{run_dir} holds an interrupted run of another config (config_sha256 "
+                f"{meta['config_sha256'][:12]}…, this command's {config_sha256[:12]}…): to resume it, rerun its "
+                f"own config (--config-path {run_dir / '.hydra'} --config-name config); for this config, choose "
+                "another folder; overwrite=true starts it over, deleting its checkpoints"
             )
         written_by = meta.get("numerics_version", 1)
         if written_by != NUMERICS_VERSION:
@@ -161,7 +169,8 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
         state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
                               meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1),
                               meta.get("interval_loss", 0.0), meta.get("interval_steps", 0),
-                              meta.get("grad_clip_active_steps", 0), meta.get("grad_norm_max", 0.0))
+                              meta.get("grad_clip_active_steps", 0), meta.get("grad_norm_max", 0.0),
+                              meta.get("train_loss"), meta.get("val_loss"))
         return Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
     if candidates:
         raise CheckpointError(

@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import logging
+import math
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -20,13 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys that say where or how a run is filed or saved, not what it computes: left out of
 # `config_sha256`, so changing them never orphans a checkpoint or a completed run.
-NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "logger", "optimized_metric", "output_root")
+NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "train.checkpoint_minutes", "logger",
+                     "optimized_metric", "output_root")
+
+
+# Keys an older gptx saved that are no longer in the schema: dropped with a warning, so old folders still load
+# (by gptx.reproduce, and by `--config-path RUN_DIR/.hydra`).
+RETIRED_KEYS = {"train.fail_at_step": "the NaN fault hook moved to the environment (GPTX_FAULT=nan@STEP)"}
 
 
 # result.json numbers a Hydra sweeper may optimise through `optimized_metric`.
@@ -222,7 +230,11 @@ class TrainConfig:
     log_every: int = 25
     """Write a metrics line every N steps."""
     checkpoint_every: int | None = None
-    """Write a resumable checkpoint every N steps (null = only on a stop signal)."""
+    """Also write a resumable checkpoint every N steps (null = by wall time only)."""
+    checkpoint_minutes: float | None = 30.0
+    """Write a resumable checkpoint at the first step boundary after this many minutes since the last one,
+    and one before the final evaluation, so a killed run loses at most this much (null, with
+    checkpoint_every null too: only on a stop signal). Checkpoints never change a run's numbers."""
     sample_tokens: int = 30
     """Greedy tokens generated after "Every effort moves you" into sample.txt."""
 
@@ -244,7 +256,7 @@ class TrainConfig:
         if self.max_steps is not None:
             _positive("train.max_steps", self.max_steps)
         _positive("train.lr", self.lr)
-        if self.weight_decay < 0:
+        if not self.weight_decay >= 0:
             raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
         if self.grad_clip is not None:
             _positive("train.grad_clip", self.grad_clip)
@@ -257,6 +269,8 @@ class TrainConfig:
             _positive(f"train.{key}", getattr(self, key))
         if self.checkpoint_every is not None:
             _positive("train.checkpoint_every", self.checkpoint_every)
+        if self.checkpoint_minutes is not None:
+            _positive("train.checkpoint_minutes", self.checkpoint_minutes)
 
     @property
     def micro_batch(self) -> int:
@@ -310,6 +324,7 @@ class GptxConfig:
     Hydra, so sweepers such as optuna can optimise it; NaN for a run that did not complete."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         seq_len = self.train.seq_len or self.model.context_length
         if seq_len > self.model.context_length:
             raise ConfigError(
@@ -342,8 +357,20 @@ class GptxConfig:
 
 
 def _positive(key: str, value: float) -> None:
-    if value is None or value <= 0:
+    if value is None or not value > 0:  # NaN compares false: refused here too
         raise ConfigError(f"{key}={value} must be > 0")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value} must be a finite number")
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Every float in the config finite: NaN passes every comparison check, and inf trains into NaN."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name}={value} must be a finite number")
 
 
 def register_schema() -> None:
@@ -417,12 +444,42 @@ def _without(tree: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, An
 
 
 def from_dictconfig(cfg: DictConfig) -> GptxConfig:
-    """Convert the composed config into validated dataclasses and check the interventions took effect."""
+    """Convert the composed config into validated dataclasses and check the interventions took effect.
+
+    A key outside the schema (Hydra's `+train.foo=1` adds one past struct mode) is refused: a run must never
+    save a config that its own reproduction would refuse.
+    """
+    for dotted, why in RETIRED_KEYS.items():
+        parent, _, leaf = dotted.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig) and leaf in node:
+            with open_dict(node):
+                node.pop(leaf)
+            logging.getLogger("gptx.train").warning("%s is no longer a config key (%s); ignored", dotted, why)
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"unknown key {', '.join(unknown)}: not in gptx's config schema "
+                          "(python -m gptx.train --help lists every key)")
     schema = OmegaConf.structured(GptxConfig)
     merged = OmegaConf.merge(schema, cfg)
     typed: GptxConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     check_interventions_applied(to_plain_dict(merged))
     return typed
+
+
+def unknown_keys(tree: dict[str, Any], cls: type = GptxConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of `tree` that are no field of the schema (the free-form `intervention` mapping aside)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = []
+    for key, value in tree.items():
+        f = fields.get(key)
+        if f is None:
+            unknown.append(f"{prefix}{key}")
+            continue
+        nested = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if dataclasses.is_dataclass(nested) and isinstance(value, dict):
+            unknown += unknown_keys(value, type(nested), f"{prefix}{key}.")
+    return unknown
 
 
 def intervention_settings(name: str) -> dict[str, Any]:

@@ -84,6 +84,19 @@ def load_data(cfg: DataConfig, seq_len: int, vocab_size: int) -> TokenData:
     return data
 
 
+def _utf8_text(raw: bytes, path: Path) -> str:
+    """The corpus as text: UTF-8 without NUL bytes (a binary file given as text is refused in one line)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"data.path={path} is not UTF-8 text (byte {err.start}); data.format=text needs a "
+                          "text file, token files need data.format=tokens") from None
+    if "\x00" in text:
+        raise ConfigError(f"data.path={path} holds NUL bytes: a binary file, not text; token files need "
+                          "data.format=tokens")
+    return text
+
+
 def _text_splits(cfg: DataConfig) -> list[list[np.ndarray]]:
     path = Path(cfg.path) if cfg.path else BUNDLED_CORPUS
     if not path.is_file():
@@ -91,7 +104,7 @@ def _text_splits(cfg: DataConfig) -> list[list[np.ndarray]]:
     raw = path.read_bytes()
     if path == BUNDLED_CORPUS and hashlib.sha256(raw).hexdigest() != BUNDLED_CORPUS_SHA256:
         raise ConfigError(f"the bundled corpus {path} does not match its sha256: reinstall gptx")
-    tokens = _tokenize(raw.decode("utf-8"), cfg.tokenizer, cfg.vocab)
+    tokens = _tokenize(_utf8_text(raw, path), cfg.tokenizer, cfg.vocab)
     n = len(tokens)
     if cfg.split_order is SplitOrder.train_test_val:
         val_start = int(n * (1 - cfg.val_fraction))

@@ -91,13 +91,14 @@ def rank_seed(seed: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def all_agree(world: World, flag: bool) -> bool:
-    """True on every rank when it is true on any rank (e.g. a stop signal reached one of them)."""
+def any_rank(world: World, *flags: bool) -> tuple[bool, ...]:
+    """Each flag true on every rank when it is true on any rank (a stop signal, rank 0's clock), in one
+    collective."""
     if not world.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+        return flags
+    t = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 def mean_over_ranks(world: World, value: torch.Tensor) -> torch.Tensor:

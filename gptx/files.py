@@ -7,6 +7,7 @@ analysis) can use them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -66,6 +67,13 @@ def file_mode() -> int:
 def dir_mode() -> int:
     """The mode a plain `mkdir` would give a new folder (temporary folders are created 0700)."""
     return 0o777 & ~umask()
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether a write failed because the disk is full (an OSError, or safetensors' own error saying so)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "No space left on device" in str(error) or "Disk quota exceeded" in str(error)
 
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gptx import checkpoint as ckpt
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
-from gptx.distributed import World, all_agree, barrier, gather_objects, mean_over_ranks, rank_seed
+from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
 from gptx.faults import maybe_fire, nan_loss_at
 from gptx.files import MetricsLog
 from gptx.hardware import mfu, peak_flops, resolve_device
@@ -77,6 +77,8 @@ class LoopPosition:
     interval_steps: int = 0
     grad_clip_active_steps: int = 0
     grad_norm_max: float = 0.0
+    train_loss: float | None = None
+    val_loss: float | None = None
 
 
 def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Training:
@@ -127,7 +129,7 @@ def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:
         tr.scaler.load_state_dict(resume.state.scaler)
     s = resume.state
     return LoopPosition(s.step, s.wall_seconds, s.interval_loss, s.interval_steps, s.grad_clip_active_steps,
-                        s.grad_norm_max)
+                        s.grad_norm_max, s.train_loss, s.val_loss)
 
 
 def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool) -> tuple[float, torch.Tensor | None]:
@@ -201,21 +203,34 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
     step, interval_loss, interval_steps = position.step, position.interval_loss, position.interval_steps
     clipping = ClipCounter(position, tr.device) if t.grad_clip is not None else None
     progress = Progress(tr.n_steps, step, enabled=world.is_main)
-    interval_start, saved_at = time.perf_counter(), None
-    val_loss = train_loss = None
+    interval_start = time.perf_counter()
+    saved_at = step or None  # a resumed run's own checkpoint is on disk
+    clock = CheckpointClock(t.checkpoint_minutes, world.is_main)
+    train_loss, val_loss = position.train_loss, position.val_loss
 
     def here() -> LoopPosition:
-        clip_totals = clipping.totals() if clipping else ()
-        return LoopPosition(step, wall(), interval_loss, interval_steps, *clip_totals)
+        clip_totals = clipping.totals() if clipping else (0, 0.0)
+        return LoopPosition(step, wall(), interval_loss, interval_steps, *clip_totals, train_loss, val_loss)
+
+    def checkpoint() -> None:
+        nonlocal saved_at
+        if saved_at != step:  # a checkpoint of this very step may already be on disk
+            save_checkpoint(tr, here())
+            saved_at = step
+            clock.restart()
+            maybe_fire("checkpoint", step)
 
     tr.model.train()
     while step < tr.n_steps:
         maybe_fire("step", step + 1)
-        if all_agree(world, stop.requested):
-            if saved_at != step:  # a periodic checkpoint of this very step is already on disk
-                save_checkpoint(tr, here())
+        # One collective a step: a stop signal on any rank, and rank 0's clock (the others follow it).
+        stop_now, time_due = any_rank(world, stop.requested, clock.due())
+        if stop_now:
+            checkpoint()
             log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
             stop.hand_over()
+        if time_due:
+            checkpoint()
         lr = lr_at(step, tr.n_steps, t)
         log_now = (step + 1) % t.log_every == 0 or step + 1 == tr.n_steps
         indices = order.step_indices(step)[world.rank * per_rank : (world.rank + 1) * per_rank]
@@ -248,13 +263,34 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
         elif evaluate_now:
             metrics.write({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss})
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < tr.n_steps:
-            save_checkpoint(tr, here())
-            saved_at = step
-            maybe_fire("checkpoint", step)
+            checkpoint()
+    if t.checkpoint_every or t.checkpoint_minutes:
+        # Before the final evaluation and outputs: a crash or a kill there reruns only them.
+        checkpoint()
     progress.close()
     active, norm_max = clipping.totals() if clipping else (None, None)
     return {"steps": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss,
             "grad_clip_active_steps": active, "grad_norm_max": norm_max}
+
+
+class CheckpointClock:
+    """Whether train.checkpoint_minutes have passed since the last checkpoint, by rank 0's clock only.
+
+    The other ranks answer False and follow rank 0 through the loop's one collective, so every rank
+    checkpoints at the same step; when is a matter of timing, but a checkpoint never changes the bits.
+    """
+
+    def __init__(self, minutes: float | None, is_main: bool):
+        self.seconds = None if minutes is None or not is_main else minutes * 60.0
+        self.restart()
+
+    def restart(self) -> None:
+        """Count from now (a checkpoint was just written, or the loop starts)."""
+        self.since = time.monotonic()
+
+    def due(self) -> bool:
+        """True once the interval has passed (always False on ranks other than 0)."""
+        return self.seconds is not None and time.monotonic() - self.since >= self.seconds
 
 
 def training_peak_flops(tr: Training) -> float | None:
@@ -271,6 +307,7 @@ def save_checkpoint(tr: Training, position: LoopPosition) -> None:
                                    tr.init_weights_sha256,
                                    tr.scaler.state_dict() if tr.scaler.is_enabled() else None,
                                    tr.world.size, position.interval_loss, position.interval_steps,
-                                   position.grad_clip_active_steps, position.grad_norm_max)
+                                   position.grad_clip_active_steps, position.grad_norm_max,
+                                   position.train_loss, position.val_loss)
         ckpt.save_checkpoint(tr.run_dir, tr.model, tr.optimizer, rng, state)
     barrier(tr.world)

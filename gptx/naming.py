@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ class ExclusiveFolders(Callback):
             config.hydra.run.dir = str(reserved)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Reserve an unnamed sweep's dated folder and pin it for every job of the launch."""
+        """Refuse jobs that would share a folder; reserve an unnamed sweep's dated folder and pin it for every job."""
+        check_basic_launch(config)
         if config.get("sweep") is not None or not _named_by_clock(config.hydra.sweep, "dir"):
             return
         reserved = str(reserve(Path(config.hydra.sweep.dir)))
@@ -132,3 +134,40 @@ def _quoted(value: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9_./-]+", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_basic_launch(config: DictConfig) -> None:
+    """On Hydra's own basic launcher and sweeper, refuse a sweep in which two jobs would share a run folder
+    (gptx's launchers check this themselves), before any job runs or any folder is made.
+
+    Each job's folder is named from its overrides as Hydra names it (override_dirname, then
+    hydra.sweep.subdir); a subdir naming anything else (say ${hydra.job.num}) is distinct per job anyway.
+    """
+    hydra_cfg = config.hydra
+    if hydra_cfg.launcher.get("_target_") != BASIC_LAUNCHER or hydra_cfg.sweeper.get("_target_") != BASIC_SWEEPER:
+        return
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    jobs = [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(list(hydra_cfg.overrides.task)),
+                                                          None) for job in batch]
+    naming = hydra_cfg.job.config.override_dirname
+    subdir = str(OmegaConf.to_container(hydra_cfg.sweep, resolve=False)["subdir"])
+    if subdir != "${gptx_run_subdir:${hydra.job.override_dirname}}":
+        return
+    seen: dict[str, int] = {}
+    for idx, job in enumerate(jobs):
+        name = run_subdir(get_overrides_dirname(parser.parse_overrides(job), list(naming.exclude_keys),
+                                                naming.item_sep, naming.kv_sep))
+        if name in seen:  # Hydra turns a callback's exception into a warning: only an exit stops the launch
+            print(f"gptx: error: jobs #{seen[name]} and #{idx} would share the run folder {name}: they differ only "
+                  "in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        seen[name] = idx

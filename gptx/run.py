@@ -26,6 +26,7 @@ from gptx.allocator import keep_freed_memory
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
+from gptx.faults import maybe_fire
 from gptx.files import (
     METRICS_FILE,
     MODEL_FILE,
@@ -82,11 +83,14 @@ class RunFolder:
         """Record `failed` with the error, keeping what the run recorded; a completed run is left alone."""
         if not self.is_main or self.holds_completed():
             return
-        self.start()
         result = {**(self.current or self.previous or {}), "status": "failed", "error": error}
         if trace is not None:
             result["traceback"] = trace
-        self.write(result)
+        try:
+            self.start()
+            self.write(result)
+        except OSError as err:  # a full disk may refuse this too; the error itself still reaches the user
+            log.warning("could not record the failure in %s: %s", RESULT_FILE, err)
 
 
 # Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors).
@@ -142,26 +146,19 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     if folder.holds_completed() and not cfg.overwrite:
         if previous.get("config_sha256") == cfg_sha:  # type: ignore[union-attr]
             return {**previous, "skipped": True}  # type: ignore[dict-item]
-        raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder "
-                          "or pass overwrite=true")
-    folder.start()
+        raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder, or pass "
+                          "overwrite=true to replace it")
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
-    replacing = previous is not None and (previous.get("status") == "completed"
-                                          or previous.get("config_sha256") != cfg_sha)
-    if cfg.overwrite and replacing and world.is_main:
-        ckpt.remove_checkpoints(run_dir)
-    barrier(world)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        resume = ckpt.load_latest(run_dir, cfg_sha)
-    except ckpt.CheckpointError:
-        if not cfg.overwrite:
-            raise
-        barrier(world)
-        if world.is_main:
-            ckpt.remove_checkpoints(run_dir)
-        barrier(world)
-        resume = None
+    replacing = cfg.overwrite and previous is not None and (previous.get("status") == "completed"
+                                                            or previous.get("config_sha256") != cfg_sha)
+    resume = None
+    if not replacing:
+        try:
+            resume = ckpt.load_latest(run_dir, cfg_sha)
+        except ckpt.CheckpointError:
+            if not cfg.overwrite:
+                raise
+            replacing = True
     base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
@@ -169,6 +166,17 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     start = time.perf_counter()
     allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)
+    position = LoopPosition()
+    if resume is not None:
+        position = resume_from(tr, resume)
+        log.info("resuming from %s (step %d of %d)", resume.path.name, position.step, tr.n_steps)
+    # Only now, with the config, data, model and checkpoint accepted, does the run touch its folder: a
+    # refused command leaves an existing run folder as it was.
+    folder.start()
+    if replacing and world.is_main:
+        ckpt.remove_checkpoints(run_dir)
+    barrier(world)
+    run_dir.mkdir(parents=True, exist_ok=True)
     folder.write(base)
     warnings = precision_warnings(cfg, tr.device)
     for warning in warnings:
@@ -177,10 +185,6 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
               "data_sha256": data_sha256(tr.data) if world.is_main else None,
               "n_params": count_parameters(tr.model), "init_weights_sha256": tr.init_weights_sha256,
               "planned_steps": tr.n_steps, "numerics_version": ckpt.NUMERICS_VERSION, "allocator": allocator}
-    position = LoopPosition()
-    if resume is not None:
-        position = resume_from(tr, resume)
-        log.info("resuming from %s (step %d of %d)", resume.path.name, position.step, tr.n_steps)
     tracker = open_tracker(cfg.logger, run_dir, run_dir.name, plain, position.step if resume else None) \
         if world.is_main else None
     metrics = MetricsLog(run_dir / METRICS_FILE if world.is_main else None,
@@ -215,6 +219,8 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
             raise
         finally:
             metrics.close()
+        stop.finishing()
+        maybe_fire("final", final["steps"])
         wall = wall_before + time.perf_counter() - start
         result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
         result["init_param_sha256"] = tr.init_param_sha256

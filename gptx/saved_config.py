@@ -22,7 +22,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gptx.config import CONF_DIR, ConfigError, GptxConfig, check_interventions_applied, to_plain_dict
+from gptx.config import CONF_DIR, RETIRED_KEYS, ConfigError, GptxConfig, check_interventions_applied, to_plain_dict
 from gptx.files import CONFIG_FILE, HYDRA_FILE, MODEL_FILE
 
 MAX_YAML_BYTES = 1 << 20
@@ -34,8 +34,6 @@ FORBIDDEN_KEYS = {
     "defaults": "would compose other config files",
 }
 INTERVENTION_NAME = re.compile(r"[A-Za-z0-9_]+")
-# Keys an older gptx saved that are no longer in the schema: dropped with a warning, so old folders still load.
-RETIRED_KEYS = {"train.fail_at_step": "the NaN fault hook moved to the environment (GPTX_FAULT=nan@STEP)"}
 
 Warn = Callable[[str], None]
 

@@ -23,6 +23,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._finishing = False
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -40,7 +41,16 @@ class StopRequest:
         """True once a stop signal arrived."""
         return self.signum is not None
 
+    def finishing(self) -> None:
+        """The run is writing its final outputs: from now on every signal waits for them, a second Ctrl-C too."""
+        self._finishing = True
+
     def _record(self, signum: int, frame: FrameType | None) -> None:
+        if self._finishing:
+            log.warning("signal %s: writing the run's final outputs first (seconds to minutes); its last "
+                        "checkpoint is on disk", signal.Signals(signum).name)
+            self.signum = signum
+            return
         if signum == signal.SIGINT and self.signum is not None:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the checkpoint
         self.signum = signum

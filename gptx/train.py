@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, normalize_overrides, register_schema
-from gptx.files import CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE, write_atomic
+from gptx.files import CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE, disk_full, write_atomic
 from gptx.naming import register_resolvers
 from gptx.run import USER_ERRORS, record_failure, train
 
@@ -63,6 +63,11 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
             record_failure(run_dir, err, save_hydra)
         raise
     except Exception as err:
+        if disk_full(err):
+            print(f"gptx: error: the disk is full ({err}); nothing finished was lost: free space in {run_dir} "
+                  "and rerun the same command, it resumes from the last checkpoint", file=sys.stderr)
+            if not multirun:
+                raise SystemExit(1) from None
         log.error("run failed: %s: %s", type(err).__name__, err)
         raise
     if result.get("skipped"):

@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError
 
-from gptx.config import CONF_DIR, ConfigError, config_sha256, to_plain_dict
+from gptx.config import CONF_DIR, ConfigError, config_sha256, from_dictconfig, to_plain_dict
 
 from conftest import compose_config, typed_config
 
@@ -139,3 +139,25 @@ def test_config_sha256_ignores_filing_keys_only():
 def test_configs_ship_inside_the_package():
     assert (CONF_DIR / "config.yaml").is_file()
     assert Path(CONF_DIR).parent.name == "gptx"
+
+
+@pytest.mark.parametrize(("override", "key"), [("+train.foo=1", "train.foo"), ("+bar=2", "bar"),
+                                               ("+model.extra.deep=3", "model.extra")])
+def test_keys_outside_the_schema_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"^unknown key {key}: not in gptx's config schema"):
+        typed_config(override)
+
+
+@pytest.mark.parametrize("key", ["train.lr", "train.weight_decay", "train.min_lr_factor", "train.warmup_start_factor",
+                                 "train.grad_clip", "train.checkpoint_minutes", "model.dropout",
+                                 "data.val_fraction", "train.beta1"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"^{key}=") as caught:
+        typed_config(f"{key}={value}")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_retired_key_is_dropped_not_refused():
+    cfg = compose_config("+train.fail_at_step=3")
+    assert typed_config().train == from_dictconfig(cfg).train

@@ -84,3 +84,13 @@ def test_token_directory_problems_are_clear(tmp_path):
     (tmp_path / "train.bin").write_bytes(b"\x00\x01\x02")
     with pytest.raises(ConfigError, match="whole number"):
         load_data(cfg, 8, 50257)
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"\xff\xfe\x00 not UTF-8 \xc3\x28" * 64, "is not UTF-8 text"),
+                                                  (b"\x00" * 4096, "holds NUL bytes")])
+def test_a_binary_file_as_text_data_is_one_line(tmp_path, content, message):
+    path = tmp_path / "model.bin"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_data(DataConfig(path=str(path)), 32, 50257)
+    assert "\n" not in str(caught.value) and "data.format=tokens" in str(caught.value)

@@ -160,6 +160,15 @@ def test_jobs_that_would_share_a_folder_are_refused_before_any_runs(tmp_path):
     assert not list((tmp_path / "multirun_outputs" / "dup").glob("*/result.json"))
 
 
+def test_jobs_that_would_share_a_folder_are_refused_on_hydras_basic_launcher_too(tmp_path):
+    # gptx itself on Hydra's own launcher: refused in one line before any folder exists.
+    proc = run_gptx("-m", *TINY, "sweep=dup", "train.checkpoint_every=1,2", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("gptx: error: jobs #0 and #1 would share the run folder ")
+    assert not (tmp_path / "multirun_outputs").exists()
+
+
 def test_stopping_the_launcher_stops_its_jobs(tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, str(APP), "-m", "hydra/launcher=local_gpus", f"hydra.searchpath=[file://{REPO}/gptx/conf]",

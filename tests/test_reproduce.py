@@ -109,6 +109,19 @@ def test_scenario_9_refuses_original_folder(run, tmp_path, capsys):
     assert "already exists" in rejected(run, capsys, "--out", str(tmp_path / "taken"))
 
 
+def test_scenario_9_a_reproduction_refused_on_its_config_leaves_no_folder(run, tmp_path, capsys):
+    edit_yaml(run / ".hydra" / "config.yaml", lambda tree: tree["data"].update(path=str(tmp_path / "gone.txt")))
+    before = digest(run)
+    assert main([str(run)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("gone.txt is not a file")
+    assert digest(run) == before and not (run / "reproductions").exists()  # not even an empty folder
+
+
+def test_scenario_9_a_saved_config_asking_for_a_huge_model_is_refused(run, capsys):
+    edit_yaml(run / ".hydra" / "config.yaml", lambda tree: tree["model"].update(d_model=16384, n_layers=64))
+    assert "pass --allow-large" in rejected(run, capsys)
+
+
 def test_scenario_9_refuses_a_run_that_did_not_complete(run, capsys):
     result = json.loads((run / "result.json").read_text())
     (run / "result.json").write_text(json.dumps({**result, "status": "running"}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from pathlib import Path
@@ -24,6 +25,12 @@ def per_step_losses(run_dir: Path) -> list[tuple[int, float]]:
 
 def result(run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text())
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 and mtime of every file under folder, .hydra/ included."""
+    return {str(p.relative_to(folder)): f"{hashlib.sha256(p.read_bytes()).hexdigest()}@{p.stat().st_mtime_ns}"
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +136,43 @@ def test_ctrl_c_checkpoints_and_the_rerun_resumes(reference, tmp_path):
     assert list_checkpoints(tmp_path)[-1].name == "step_00000004"
     assert run_gptx(*args, cwd=tmp_path).returncode == 0
     assert_same_as_reference(tmp_path, reference)
+
+
+def test_a_refused_rerun_leaves_the_interrupted_run_byte_identical(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    assert run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "step@4=TERM"}).returncode == 128 + signal.SIGTERM
+    before = tree_digest(tmp_path)
+    refused = run_gptx(*args, "init_seed=7", cwd=tmp_path)  # another config into the same folder
+    assert refused.returncode == 2, refused.stderr
+    assert tree_digest(tmp_path) == before  # .hydra/config.yaml still says init_seed 42
+    assert refused.stderr.count("\n") == 1
+    assert "--config-path" in refused.stderr and "overwrite=true starts it over, deleting its checkpoints" \
+        in refused.stderr
+    # The documented resume, from the saved config, still works and ends identical.
+    resumed = run_gptx("--config-path", str(tmp_path / ".hydra"), "--config-name", "config",
+                       f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from step_00000003" in (tmp_path / "train.log").read_text()
+    assert_same_as_reference(tmp_path, reference)
+
+
+def test_two_ctrl_c_during_the_final_outputs_still_complete_the_run(reference, tmp_path):
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    proc = run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "final@12=INT,final@12=INT"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("writing the run's final outputs first") == 2
+    assert_same_as_reference(tmp_path, reference)
+    assert (tmp_path / "model.safetensors").is_file() and list_checkpoints(tmp_path) == []
+
+
+def test_a_kill_during_the_final_outputs_reruns_only_them(reference, tmp_path):
+    # The checkpoint written before the final evaluation: the rerun starts at the last step, not step 9.
+    args = [*RUN, f"hydra.run.dir={tmp_path}"]
+    assert run_gptx(*args, cwd=tmp_path, env={"GPTX_FAULT": "final@12=KILL"}).returncode == -signal.SIGKILL
+    assert result(tmp_path)["status"] == "running"
+    assert list_checkpoints(tmp_path)[-1].name == "step_00000012"
+    assert run_gptx(*args, cwd=tmp_path).returncode == 0
+    assert "resuming from step_00000012 (step 12 of 12)" in (tmp_path / "train.log").read_text()
+    assert_same_as_reference(tmp_path, reference)
+    assert result(tmp_path)["train_loss"] == result(reference)["train_loss"]
+    assert result(tmp_path)["val_loss"] == result(reference)["val_loss"]

@@ -1,4 +1,4 @@
-"""python -m gptx.reproduce RUN_DIR [--strict-env] [--out DIR] [--show-hydra]
+"""python -m gptx.reproduce RUN_DIR [--strict-env] [--out DIR] [--show-hydra] [--allow-large]
 
 Re-run a completed run from its saved config (same interventions, seeds, data and model) into a new
 folder, RUN_DIR/reproductions/<date>_<time>[_N]/, and say IDENTICAL (final weights hash equal, test
@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -136,8 +137,19 @@ def environment_differences(original: dict[str, Any], current: dict[str, Any]) -
     return diffs
 
 
+# The largest model a saved config may ask for without --allow-large (GPT-2 XL has 1.56 billion).
+MAX_PARAMETERS = 2_000_000_000
+
+
+def estimated_parameters(cfg: GptxConfig) -> int:
+    """The model's parameter count from its config alone, to a few per cent (nothing is built)."""
+    m = cfg.model
+    embeddings = m.vocab_size * m.d_model * (1 if m.weight_tying else 2) + m.context_length * m.d_model
+    return embeddings + m.n_layers * 12 * m.d_model * m.d_model
+
+
 def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
-              show_hydra: bool = False) -> dict[str, Any]:
+              show_hydra: bool = False, allow_large: bool = False) -> dict[str, Any]:
     """Re-run `run_dir` into a new folder and return the report (also written as reproduction.json)."""
     warnings: list[str] = []
 
@@ -149,6 +161,9 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
         check_out_dir(out, run_dir)
     original = completed_result(run_dir)
     cfg = load_run_config(run_dir, warn)
+    if not allow_large and estimated_parameters(cfg) > MAX_PARAMETERS:
+        raise ReproduceError(f"the saved config asks for a model of about {estimated_parameters(cfg):.3g} "
+                             f"parameters, over {MAX_PARAMETERS:.3g}; pass --allow-large if that is intended")
     hydra_lines = hydra_yaml_report(run_dir)
     if show_hydra:
         for line in hydra_lines:
@@ -167,6 +182,7 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
         changed = [d["field"] for d in env_diffs] + ([] if cfg_matches else ["config_sha256"])
         raise ReproduceError(f"{', '.join(changed)} differ from the original's; --strict-env refuses "
                              "to reproduce")
+    made_parent = out is None and not (run_dir / REPRODUCTIONS_DIR).exists()
     target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
     print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
     write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
@@ -178,6 +194,10 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     try:
         result = _train_logged(cfg, target)
     except (ConfigError, CheckpointError):
+        # Refused before training (say, its data.path is gone): no stub folder stays behind.
+        shutil.rmtree(target, ignore_errors=True)
+        if made_parent:
+            (run_dir / REPRODUCTIONS_DIR).rmdir()
         raise
     except Exception as err:
         report.update(verdict="DIFFERENT", error=f"{type(err).__name__}: {err}",
@@ -305,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                         "config differ")
     parser.add_argument("--out", type=Path, help="a new folder for the reproduction "
                         "(default RUN_DIR/reproductions/<date>_<time>)")
+    parser.add_argument("--allow-large", action="store_true",
+                        help=f"reproduce a model of more than {MAX_PARAMETERS:.3g} parameters")
     parser.add_argument("--show-hydra", action="store_true",
                         help="list what the saved .hydra/hydra.yaml would run (it is always ignored)")
     args = parser.parse_args(argv)
@@ -312,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gptx.reproduce: error: {args.run_dir} is not a folder", file=sys.stderr)
         return 2
     try:
-        report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra)
+        report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large)
     except (ReproduceError, ConfigError, CheckpointError) as err:
         print(f"gptx.reproduce: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, ReproductionFailed) else 2

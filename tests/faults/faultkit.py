@@ -112,3 +112,13 @@ def run_script(script: Path, *args: str, cwd: Path, env: dict[str, str] | None =
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def cli_start(run_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `python -m gptx.train TINY… overrides hydra.run.dir=run_dir` (without RUN's checkpoint_every)
+    and return at once, so the test can kill it whenever it likes."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "gptx.train", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+                            cwd=run_dir.parent, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)

@@ -4,16 +4,19 @@ and test loss equal to an uninterrupted run.
 tests/test_resume.py::test_sigkill_after_a_checkpoint_then_rerun kills right after a checkpoint is
 complete. Here the kill lands between checkpoints, after a step whose work is not in any checkpoint
 and whose metrics line was already written: the rerun must go back to the last checkpoint, redo that
-step bit-identically and log it once. Repeated on CUDA when a GPU is present.
+step bit-identically and log it once. Repeated on CUDA when a GPU is present. A run with the default
+checkpoint settings (by wall time, no checkpoint_every) is killed at a moment chosen at random.
 """
 
 from __future__ import annotations
 
+import random
 import signal
+import time
 
 import pytest
 import torch
-from faultkit import assert_identical, cli_run, per_step, result
+from faultkit import TINY, assert_identical, cli_run, cli_start, per_step, result, run_gptx
 
 from gptx.checkpoint import list_checkpoints
 
@@ -44,4 +47,35 @@ def test_scenario_01_sigkill_between_checkpoints_reruns_from_the_last_one(device
     second = cli_run(run_dir, f"train.device={device}")  # the same command again
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from step_00000002 (step 2 of 6)" in (run_dir / "train.log").read_text()
+    assert_identical(run_dir, reference)
+
+
+# The defaults but for length: no train.checkpoint_every, so only the wall-time interval checkpoints.
+DEFAULTS = ["train.max_steps=20", "train.eval_every=10"]
+# Non-semantic (same config_sha256 as the defaults): a checkpoint at nearly every step boundary.
+OFTEN = "train.checkpoint_minutes=0.0001"
+
+
+def test_scenario_01_default_config_killed_at_a_random_moment_resumes_identical(tmp_path):
+    reference = tmp_path / "reference"  # the plain defaults: one checkpoint, before the final outputs
+    proc = run_gptx(*TINY, *DEFAULTS, f"hydra.run.dir={reference}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    job = cli_start(run_dir, *DEFAULTS, OFTEN)
+    deadline = time.monotonic() + 300
+    while not list_checkpoints(run_dir):
+        assert job.poll() is None, job.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.002)
+    delay = random.uniform(0.0, 0.3)  # any step, mid-step or mid-save: the test does not choose
+    time.sleep(delay)
+    job.kill()
+    job.communicate()
+    assert job.returncode == -signal.SIGKILL, f"the run ended before the kill {delay:.3f} s after its first checkpoint"
+    assert result(run_dir)["status"] == "running"
+
+    second = run_gptx(*TINY, *DEFAULTS, OFTEN, f"hydra.run.dir={run_dir}", cwd=tmp_path)  # the same command
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from step_" in (run_dir / "train.log").read_text()
     assert_identical(run_dir, reference)
