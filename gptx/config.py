@@ -489,7 +489,7 @@ def intervention_settings(name: str) -> dict[str, Any]:
         raise ConfigError(f"unknown intervention {name!r}")
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     raw.pop("intervention", None)  # type: ignore[union-attr]
-    return _flatten(raw)  # type: ignore[arg-type]
+    return flatten(raw)  # type: ignore[arg-type]
 
 
 def check_interventions_applied(plain: dict[str, Any]) -> None:
@@ -498,7 +498,7 @@ def check_interventions_applied(plain: dict[str, Any]) -> None:
     A choice that silently changes nothing (e.g. a preset or the command line setting train.lr after
     lr_schedule set it) is the worst bug a noise study can have, so it is an error, not a warning.
     """
-    effective = _flatten(plain)
+    effective = flatten(plain)
     for name in plain.get("intervention", {}):
         for key, wanted in intervention_settings(name).items():
             if effective.get(key) != wanted:
@@ -508,12 +508,13 @@ def check_interventions_applied(plain: dict[str, Any]) -> None:
                 )
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}: dotted keys, as overrides and trackers name them."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat

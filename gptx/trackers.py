@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gptx.config import LoggerConfig, LoggerKind
+from gptx.config import LoggerConfig, LoggerKind, flatten
 
 log = logging.getLogger("gptx.trackers")
 
@@ -83,17 +83,6 @@ def open_tracker(cfg: LoggerConfig, run_dir: Path, run_name: str, config: dict[s
         log.warning("logger %s could not start and is off for this run: %s: %s", cfg.name.value,
                     type(err).__name__, str(err).splitlines()[0] if str(err) else "")
         return None
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 1}} -> {"train.lr": 1}: the form trackers take parameters in."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class _TensorBoard:

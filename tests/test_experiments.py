@@ -14,7 +14,15 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, intervention_settings, normalize_overrides
+from gptx.config import (
+    CONF_DIR,
+    ConfigError,
+    GptxConfig,
+    flatten,
+    from_dictconfig,
+    intervention_settings,
+    normalize_overrides,
+)
 from gptx.model import GPTModel, count_parameters
 from gptx.schedule import lr_at, total_steps
 
@@ -125,7 +133,7 @@ def test_every_intervention_applies_on_top_of_every_preset(name):
     jobs = [preset_overrides(name, f"intervention={intervention}") for intervention in INTERVENTIONS]
     for intervention, composed in zip(INTERVENTIONS, _compose(*jobs), strict=True):
         cfg = from_dictconfig(composed)  # raises if the preset undid the intervention
-        flat = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
+        flat = flatten(OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True))
         for key, wanted in intervention_settings(intervention).items():
             assert flat[key] == wanted, (name, intervention, key)
         assert cfg.intervention_names == [intervention]
@@ -139,7 +147,7 @@ def test_presets_leave_every_intervention_key_alone():
             continue
         values = OmegaConf.to_container(OmegaConf.load(path))
         values = {k: v for k, v in values.items() if k not in ("defaults", "hydra")}
-        clash = sorted(set(_flatten(values)) & intervention_keys)
+        clash = sorted(set(flatten(values)) & intervention_keys)
         assert not clash, f"{path.name} sets {clash}, which interventions set: leave them to the schema"
 
 
@@ -234,12 +242,3 @@ def _compose(*jobs: list[str]) -> list:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return [compose(config_name="config", overrides=normalize_overrides(job)) for job in jobs]
 
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
