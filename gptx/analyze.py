@@ -16,8 +16,9 @@ from pathlib import Path
 
 from gptx.analysis.report import markdown, table
 from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
+from gptx.analysis.sequential import Plan, replay, with_sequential_verdicts
 from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
-from gptx.files import RUNS_CSV
+from gptx.files import ADAPTIVE_FILE, RUNS_CSV
 
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
@@ -27,7 +28,11 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
     runs = load_runs([Path(p) for p in paths], metric)
     if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
         raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
-    summary = jsonable(analyze(runs, baseline, metric, seed, min_effect))
+    summary = analyze(runs, baseline, metric, seed, min_effect)
+    adaptive = _adaptive_plan(paths)
+    if adaptive is not None:
+        summary = with_sequential_verdicts(summary, replay(runs, adaptive))
+    summary = jsonable(summary)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +48,17 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
         figures.plot_curves([(r.arm, r.included, read_curve(r.folder)) for r in runs], summary["order"],
                             summary["baseline"], out_dir / "curves.png")
     return summary
+
+
+def _adaptive_plan(paths: list[Path]):
+    """The plan of the adaptive sweep analysed, when the one folder given is one (its adaptive.json)."""
+    if len(paths) != 1 or not (Path(paths[0]) / ADAPTIVE_FILE).is_file():
+        return None
+    path = Path(paths[0]) / ADAPTIVE_FILE
+    try:
+        return Plan.from_json(json.loads(path.read_text())["plan"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read the adaptive sweep's plan {path}: {e}") from e
 
 
 class _Parser(argparse.ArgumentParser):

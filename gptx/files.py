@@ -37,6 +37,7 @@ SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYY
 # A sweep's folder.
 RUNS_CSV = "runs.csv"  # a sweep's table of runs
 LOCK_FILE = ".sweep.lock"  # held by the launch that owns the sweep
+ADAPTIVE_FILE = "adaptive.json"  # an adaptive sweep's plan and where it stands; written by its sweeper only
 
 # Token files (nanoGPT's raw uint16 .bin, or llm.c's with a header of 256 int32: magic, version, n_tokens).
 LLMC_MAGIC = 20240520

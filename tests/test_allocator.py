@@ -14,7 +14,9 @@ from gptx import allocator
 
 # The loss head's pattern: [256, 50257] logits and their gradient (51 MB each, above the largest size glibc
 # serves from its heap by default), allocated and freed each step.
-# Prints the page faults of the last three steps, after the heap has grown to its working size.
+# Prints the page faults of each of six steps after a warm-up. The heap may still grow once in that window (one
+# more 51 MB buffer touched for the first time, depending on where earlier blocks landed), so the test reads the
+# median step: the steady state, which is what the setting is about.
 PROBE = """
 import json, resource, sys, torch
 from gptx.allocator import keep_freed_memory
@@ -26,10 +28,12 @@ def step():
     torch.nn.functional.cross_entropy(h @ w.t(), y).backward()
 for _ in range(8):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, "applied": applied}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"faults": sorted(faults)[len(faults) // 2], "applied": applied}))
 """
 
 glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
@@ -47,8 +51,8 @@ def test_freed_buffers_are_reused_not_faulted_again():
     off, on = probe("off"), probe("on")
     assert on["applied"]["applied"] is True and set(on["applied"]["mallopt"]) == set(allocator.SETTINGS)
     # Without the setting each step maps its 51 MB buffers afresh (~50k pages a step); with it they are reused.
-    assert off["faults"] > 3 * 10_000
-    assert on["faults"] < 300
+    assert off["faults"] > 10_000
+    assert on["faults"] < 100
 
 
 @glibc

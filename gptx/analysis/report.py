@@ -198,6 +198,26 @@ def _design_md(summary: dict) -> list[str]:
     return out
 
 
+def _adaptive_md(a: dict) -> list[str]:
+    """Which arms stopped at which wave and why, and the plan whose error guarantee the verdicts carry."""
+    plan = a["plan"]
+    out = [f"An adaptive sweep (`hydra/sweeper=adaptive`): {a['waves_done']} wave(s), {a['runs_used']} run(s), "
+           f"{a['gpu_hours']:.3g} device-hours; {a['stopped'] or 'not finished: relaunch the same command'}. "
+           f"The verdicts above are the sequential procedure's: family-wise α = {plan['alpha']:g} over every arm "
+           f"and look ({plan['spending'].replace('_', '–')} α-spending, Holm's recycling; docs/analysis.md). "
+           "The p and Holm p columns are the fixed-design test on all runs, nominal once the data were looked "
+           f"at along the way. Plan: waves of {plan['first_wave']}, then {plan['wave_size']} more init seeds, "
+           f"up to {len(plan['seeds'])} an arm; an arm stops when its 95% CI lies within "
+           f"±{plan['min_effect']:g}.", ""]
+    rows = []
+    for name, arm in a["arms"].items():
+        last = arm["looks"][-1] if arm["looks"] else {}
+        rows.append([f"`{name}`", arm["status"], arm["wave"] or "n/a", arm["seeds"],
+                     _f(last.get("delta"), sign=True), _ci(last.get("ci"), sign=True), arm["why"] or ""])
+    return out + _md_table(["arm", "verdict", "stopped at wave", "seeds", "Δ at its last look", "95% CI",
+                            "why"], rows)
+
+
 def markdown(summary: dict) -> str:
     """report.md: arms, verdicts, the model, noise with its caveats, floor, interactions, exclusions."""
     arms, m, base, order = summary["arms"], summary["metric"], summary["baseline"], summary["order"]
@@ -226,6 +246,8 @@ def markdown(summary: dict) -> str:
         out += [""] + [_intervention_md(a, arms[a], base) for a in compared]
     else:
         out.append(f"Nothing to compare (needs runs of `{base}` and of at least one other arm).")
+    if summary.get("adaptive"):
+        out += ["", "## Adaptive sweep", ""] + _adaptive_md(summary["adaptive"])
     out += ["", "## Design model", ""] + _design_md(summary)
     out += ["", "## Noise (baseline arm, descriptive)", ""] + _noise_md(summary["noise"], base)
     fl = summary["floor"]

@@ -87,6 +87,66 @@ def random_sweep(rng: np.random.Generator) -> list[Run]:
     return runs
 
 
+def adaptive_trial(plan, rng: np.random.Generator, effects: dict[str, float], sd_init: float = SD_INIT,
+                   sd_train: float = SD_TRAIN, p_fail: float = 0.0):
+    """One adaptive sweep, wave by wave, as `hydra/sweeper=adaptive` runs it: the sweeper's own `replay`
+    decides each next wave; losses are 3.7 + Δ_arm + u(init seed) + e(run), u drawn once per seed."""
+    from gptx.analysis.sequential import replay  # sequential imports this module's neighbours, not this one
+
+    u = dict(zip(plan.seeds, rng.normal(0, sd_init, len(plan.seeds))))
+    runs: list[Run] = []
+    cache: dict = {}
+    while True:
+        rep = replay(runs, plan, cache)
+        if rep.next_cells is None:
+            return rep
+        for arm, init in rep.next_cells:
+            failed = rng.random() < p_fail
+            loss = 3.7 + effects.get(arm, 0.0) + u[init] + rng.normal(0, sd_train)
+            result = {"status": "failed" if failed else "completed", "arm": arm, "intervention": [arm],
+                      "init_seed": init, "train_seed": None, "data_seed": None, "replica": 0,
+                      "test_loss": None if failed else loss, "final_weights_sha256": f"final-{len(runs)}",
+                      "init_weights_sha256": f"init-{init}", "wall_seconds": 3600.0, "world_size": 1}
+            runs.append(run_from_result(result, Path(f"sim/{len(runs)}"), "test_loss"))
+
+
+def calibrate_adaptive(plan, n_sims: int, seed: int = 0, sd_init: float = SD_INIT, sd_train: float = SD_TRAIN,
+                       effect: float = -0.01) -> dict:
+    """The adaptive procedure under the null (every Δ = 0) and at `effect` on every arm, n_sims sweeps each:
+    family-wise false-claim rate, per-arm power, and the runs it used on average under each."""
+    rng = np.random.default_rng(seed)
+    false_claims, hits, runs_null, runs_alt = 0, 0, 0, 0
+    for _ in range(n_sims):
+        rep = adaptive_trial(plan, rng, {}, sd_init, sd_train)
+        false_claims += any(a.status in ("better", "worse") for a in rep.arms.values())
+        runs_null += rep.runs_used
+        rep = adaptive_trial(plan, rng, {a: effect for a in plan.arms}, sd_init, sd_train)
+        hits += sum(a.status == "better" for a in rep.arms.values())
+        runs_alt += rep.runs_used
+    return {"n_sims": n_sims, "fwer": false_claims / n_sims, "power": hits / (n_sims * len(plan.arms)),
+            "runs_null": runs_null / n_sims, "runs_alt": runs_alt / n_sims, "effect": effect,
+            "max_runs": (len(plan.arms) + 1) * len(plan.seeds)}
+
+
+def paired_fixed(n_arms: int, n_seeds: int) -> list[tuple]:
+    """The cells of a fixed paired design: the baseline and n_arms interventions at the same n_seeds."""
+    return [(a, i, None) for a in ("baseline", *INTERVENTIONS[:n_arms]) for i in range(1, n_seeds + 1)]
+
+
+def calibrate_cells(cells: list[tuple], n_sims: int, seed: int = 0, sd_init: float = SD_INIT,
+                    sd_train: float = SD_TRAIN, effect: float = -0.01, p_fail: float = 0.0) -> dict:
+    """Family-wise false-claim rate under the null and per-arm power at `effect` of a fixed design."""
+    rng = np.random.default_rng(seed)
+    false_claims, hits, arms = 0, 0, 0
+    for _ in range(n_sims):
+        b, w, _ = claims(analyze(sweep(cells, rng, 0.0, sd_init, sd_train, p_fail), detail=False))
+        false_claims += (b + w) > 0
+        b, _, n = claims(analyze(sweep(cells, rng, effect, sd_init, sd_train, p_fail), detail=False))
+        hits, arms = hits + b, arms + n
+    return {"n_sims": n_sims, "fwer": false_claims / n_sims, "fwer_mc_se": math.sqrt(0.05 * 0.95 / n_sims),
+            "power": hits / arms if arms else 0.0, "effect": effect, "runs": len(cells)}
+
+
 def claims(summary: dict) -> tuple[int, int, int]:
     """(better, worse, arms compared) among the summary's interventions."""
     rows = [e for a, e in summary["arms"].items() if a != summary["baseline"]]
@@ -97,16 +157,7 @@ def calibrate(design: str, n_sims: int, seed: int = 0, sd_init: float = SD_INIT,
               effect: float = -0.01) -> dict:
     """Family-wise false-claim rate under the null and per-arm power at `effect`, over n_sims sweeps each."""
     cells, p_fail = _design(design)
-    rng = np.random.default_rng(seed)
-    false_claims, hits, arms = 0, 0, 0
-    for _ in range(n_sims):
-        b, w, _ = claims(analyze(sweep(cells, rng, 0.0, sd_init, sd_train, p_fail), detail=False))
-        false_claims += (b + w) > 0
-        b, _, n = claims(analyze(sweep(cells, rng, effect, sd_init, sd_train, p_fail), detail=False))
-        hits, arms = hits + b, arms + n
-    return {"design": design, "n_sims": n_sims, "fwer": false_claims / n_sims,
-            "fwer_mc_se": math.sqrt(0.05 * 0.95 / n_sims), "power": hits / arms if arms else 0.0,
-            "effect": effect}
+    return {"design": design, **calibrate_cells(cells, n_sims, seed, sd_init, sd_train, effect, p_fail)}
 
 
 def main(argv: list[str] | None = None) -> None:
