@@ -63,8 +63,8 @@ def plan_job(
     if real_run == real_sweep or os.path.commonpath([real_sweep, real_run]) != real_sweep:
         raise ValueError(
             f"job #{idx} ({' '.join(overrides)}) would write to {run_dir}, outside its sweep folder "
-            f"{sweep_dir}: an override value with '/' or '..'? (name run folders with "
-            "hydra.sweep.subdir=${gptx_run_subdir:${hydra.job.override_dirname}})"
+            f"{sweep_dir}: an override value with '/' or '..'? (gptx's own hydra.sweep.subdir keeps every "
+            "run folder inside its sweep)"
         )
     job = Job(idx=idx, overrides=overrides, sweep_config=sweep_config, run_dir=run_dir)
     if skip_completed:
@@ -115,7 +115,8 @@ def check_distinct_run_dirs(jobs: list[Job]) -> None:
         if key in seen:
             raise ValueError(
                 f"jobs #{seen[key].idx} and #{job.idx} would share the run folder {job.run_dir}: they differ "
-                "only in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)"
+                "only in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys, or a "
+                "key the command line gives one value and the sweeper changes)"
             )
         seen[key] = job
 
