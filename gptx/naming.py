@@ -15,9 +15,9 @@ a sweep's reserved name is pinned as a Hydra override, so the launcher, the call
 reserved: running the same command again is how a sweep is finished.
 
 A run's folder in a sweep is named by the overrides that vary across the sweep (`sweep_subdir`): the
-same callback fills in the last argument above, the keys the multirun gives one value, in the same
-pinned override, so the information travels inside every job's config to whichever process names
-the folder (see `pin_single_valued_keys`).
+same callback fills in the last argument above, the overrides the multirun gives every job, in the
+same way (a pinned override), so the information travels inside every job's config to whichever
+process names the folder (see `pin_shared_overrides`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from hydra._internal.config_loader_impl import get_overrides_dirname
@@ -51,9 +52,13 @@ _OVERRIDE_ITEM_RE = re.compile(r",(?=[A-Za-z0-9_.+/~-]+=)")
 _LEADING_KEYS = {key: rank for rank, key in enumerate(
     ("intervention", "init_seed", "train_seed", "data_seed", "replica"))}
 _CLOCK = "${now:"  # a folder whose configured name contains this is named by the launch's start time
-# hydra.sweep.subdir as gptx sets it: the last argument lists the keys left out (filled in as a sweep starts).
+# hydra.sweep.subdir as gptx sets it: the last argument lists the `key=value` overrides left out (filled in as a
+# sweep starts).
 _SWEEP_SUBDIR = ("${{gptx_sweep_subdir:${{hydra.sweep.dir}},${{hydra.overrides.task}},"
-                 "${{hydra.job.config.override_dirname}},[{keys}]}}")
+                 "${{hydra.job.config.override_dirname}},[{items}]}}")
+# Characters kept as they are in those items; the rest is %-escaped, so an item is a plain quoted string to
+# both Hydra's override parser and OmegaConf's (no quote, backslash, `$` or brace).
+_ITEM_SAFE = "._-+:/@~[],="
 # The setting before run folders were named by the keys that vary; still understood.
 LEGACY_SUBDIR = "${gptx_run_subdir:${hydra.job.override_dirname}}"
 
@@ -98,38 +103,45 @@ def run_subdir(override_dirname: Any) -> str:
     return name
 
 
-def sweep_subdir_setting(single_valued: Iterable[str] = ()) -> str:
-    """The `hydra.sweep.subdir` value that leaves the keys `single_valued` out of run folder names."""
-    return _SWEEP_SUBDIR.format(keys=",".join(f'"{key}"' for key in single_valued))
+def sweep_subdir_setting(shared: Iterable[str] = ()) -> str:
+    """The `hydra.sweep.subdir` value that leaves the overrides `shared` out of run folder names."""
+    return _SWEEP_SUBDIR.format(items=",".join(f'"{item}"' for item in shared))
 
 
-SWEEP_SUBDIR = sweep_subdir_setting()  # gptx/conf/config.yaml's: no key left out until a sweep starts
+SWEEP_SUBDIR = sweep_subdir_setting()  # gptx/conf/config.yaml's: nothing left out until a sweep starts
 
 
-def single_valued_keys(hydra_cfg: DictConfig) -> list[str]:
-    """Keys a multirun gives one value for all its jobs, on the command line or in `hydra.sweeper.params`.
+def shared_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The overrides a multirun gives every job, as `key=value` items (see `_item`): on the command line or
+    in `hydra.sweeper.params`, each key with one plain value.
 
-    A key is left out of run folder names only when every value it is given is a plain one: a sweep
-    value anywhere (a comma list, range(), choice(), glob(), interval()) makes it vary, and so does a
-    `hydra.sweeper.params` entry that is not one plain value (a search space as a mapping, or a syntax
-    Hydra cannot parse). Keys a sweeper sets that the command did not set at all vary too, since they
-    are not listed here. Keys already in `override_dirname.exclude_keys` are not listed: they are left
-    out anyway.
+    A sweep value anywhere (a comma list, range(), choice(), glob(), interval()) makes a key vary, and
+    so does a second plain value, or a `hydra.sweeper.params` entry that is not one plain value (a
+    search space as a mapping, or a syntax Hydra cannot parse). The items hold the value as well as the
+    key, so a sweeper that gives such a key another value (as the adaptive sweeper gives later waves new
+    `init_seed`s) has it in the folder name; keys a sweeper sets that the command did not set at all are
+    never left out. Keys in `override_dirname.exclude_keys` are not listed: they are left out anyway.
     """
     params = OmegaConf.select(hydra_cfg, "sweeper.params")
     entries = list(params.items()) if isinstance(params, DictConfig) else []
     lines = [f"{key}={value}" for key, value in entries if not OmegaConf.is_config(value)]
     lines += [str(line) for line in hydra_cfg.overrides.task]
     varying = {_key(key) for key, value in entries if OmegaConf.is_config(value)}
-    single = set()
+    values: dict[str, set[str]] = {}
     for line in lines:
         try:
             override = _parse(line)
         except HydraException:
             varying.add(_key(line.split("=", 1)[0]))
             continue
-        (varying if override.is_sweep_override() else single).add(override.key_or_group)
-    return sorted(single - varying - set(hydra_cfg.job.config.override_dirname.exclude_keys))
+        item = _item(override)
+        if item is None:
+            varying.add(override.key_or_group)
+        else:
+            values.setdefault(override.key_or_group, set()).add(item)
+    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    return sorted(next(iter(items)) for key, items in values.items()
+                  if len(items) == 1 and key not in varying and key not in excluded)
 
 
 def _key(key: str) -> str:
@@ -137,14 +149,24 @@ def _key(key: str) -> str:
     return key.lstrip("+~").split("@", 1)[0]
 
 
-def sweep_subdir(sweep_dir: Any, overrides: Any, naming: Any, single_valued: Any = ()) -> str:
-    """A job's run folder in a sweep: its overrides except the keys `single_valued`, readable and unique.
+def _item(override: Override) -> str | None:
+    """`key=value` for a plain override, its value as Hydra writes it in a job's overrides (so `1e-3` and
+    `0.001` are one value), %-escaped outside `_ITEM_SAFE`; None for a sweep."""
+    if override.is_sweep_override():
+        return None
+    key, value = override.key_or_group, override.get_value_element_as_str()
+    return f"{quote(key, safe=_ITEM_SAFE)}={quote(value, safe=_ITEM_SAFE)}"
+
+
+def sweep_subdir(sweep_dir: Any, overrides: Any, naming: Any, shared: Any = ()) -> str:
+    """A job's run folder in a sweep: its overrides except those in `shared`, readable and unique.
 
     `overrides` is the job's `hydra.overrides.task`; `naming` is `hydra.job.config.override_dirname`
-    (its `exclude_keys` are left out too); `single_valued` lists the keys the whole multirun gives one
-    value (`single_valued_keys`). Names follow `run_subdir` (study keys first, `/` escaped, a long name
-    cut and hashed). When no key varies, every override names the folder, as a single run's overrides
-    would. The sweep folder can already hold runs of earlier launches, named by other rules, so:
+    (its `exclude_keys` are left out too); `shared` lists the overrides the multirun gives every job
+    (`shared_overrides`: `key=value` items). Names follow `run_subdir` (study keys first, `/`
+    escaped, a long name cut and hashed). When nothing varies, every override names the folder, as a
+    single run's overrides would. The sweep folder can already hold runs of earlier launches, named by
+    other rules, so:
 
     - a job whose overrides already have a run folder in the sweep (its `.hydra/overrides.yaml` names
       the same overrides, excluded keys aside) goes back to it: relaunching a sweep finishes it, even
@@ -157,7 +179,7 @@ def sweep_subdir(sweep_dir: Any, overrides: Any, naming: Any, single_valued: Any
     parsed = [_parse(str(line)) for line in overrides]
     full_dirname = _dirname(parsed, naming)
     full = run_subdir(full_dirname)
-    short_dirname = _dirname(parsed, naming, single_valued)
+    short_dirname = _dirname(_left_in(parsed, shared), naming)
     short = run_subdir(short_dirname) if short_dirname else full
     existing = _runs_by_overrides(str(sweep_dir), naming).get(full_dirname)
     if existing is not None:
@@ -166,15 +188,21 @@ def sweep_subdir(sweep_dir: Any, overrides: Any, naming: Any, single_valued: Any
     return full if held_by not in (None, full_dirname) else short
 
 
+def _left_in(overrides: list[Override], shared: Iterable[str]) -> list[Override]:
+    """The overrides whose `key=value` is not among `shared`."""
+    leave_out = set(shared)
+    return [override for override in overrides if _item(override) not in leave_out]
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse(line: str) -> Override:
     """One command-line override, parsed by Hydra (cached: a sweep's jobs repeat the same lines)."""
     return OverridesParser.create().parse_overrides([line])[0]
 
 
-def _dirname(overrides: list[Override], naming: Any, leave_out: Iterable[str] = ()) -> str:
-    """Hydra's override_dirname of `overrides`, leaving out `exclude_keys` and `leave_out`."""
-    return get_overrides_dirname(overrides, [*naming.exclude_keys, *leave_out], naming.item_sep, naming.kv_sep)
+def _dirname(overrides: list[Override], naming: Any) -> str:
+    """Hydra's override_dirname of `overrides`, leaving out `exclude_keys`."""
+    return get_overrides_dirname(overrides, list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
 
 
 def _saved_dirname(run_dir: Path, naming: Any) -> str | None:
@@ -258,7 +286,7 @@ class ExclusiveFolders(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Name run folders by the varying keys; refuse jobs that would share a folder; reserve an unnamed
         sweep's dated folder. Both names are pinned for every job."""
-        pin_single_valued_keys(config)
+        pin_shared_overrides(config)
         check_basic_launch(config)
         if config.get("sweep") is not None or not _named_by_clock(config.hydra.sweep, "dir"):
             return
@@ -266,22 +294,22 @@ class ExclusiveFolders(Callback):
         _pin(config, "dir", reserved)
 
 
-def pin_single_valued_keys(config: DictConfig) -> None:
-    """Leave the keys with one value across this multirun out of its run folder names, in every job.
+def pin_shared_overrides(config: DictConfig) -> None:
+    """Leave the overrides every job of this multirun shares out of its run folder names, in every job.
 
     Hydra composes each job's config again, from the multirun's `hydra.overrides.hydra` plus the job's
     own overrides, in whichever process runs it: this one (basic launcher), a child process (local_gpus)
     or a cluster node (SLURM, where submitit sends the multirun config along). An override appended to
     `hydra.overrides.hydra` therefore reaches every job's config, whatever the launcher, where a Python
-    global would not; and written into `hydra.sweep.subdir` itself, the keys it leaves out are in each
-    run's `.hydra/hydra.yaml` next to the name they gave. A `hydra.sweep.subdir` of the user's own is
+    global would not; and written into `hydra.sweep.subdir` itself, what it leaves out is in each
+    run's `.hydra/hydra.yaml` next to the name it gave. A `hydra.sweep.subdir` of the user's own is
     left as it is.
     """
     if _setting(config.hydra.sweep, "subdir") != SWEEP_SUBDIR:
         return
-    keys = single_valued_keys(config.hydra)
-    if keys:
-        _pin(config, "subdir", sweep_subdir_setting(keys))
+    items = shared_overrides(config.hydra)
+    if items:
+        _pin(config, "subdir", sweep_subdir_setting(items))
 
 
 def _pin(config: DictConfig, key: str, value: str) -> None:
@@ -315,11 +343,11 @@ def check_basic_launch(config: DictConfig) -> None:
         return
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    subdir, single_valued = _setting(hydra_cfg.sweep, "subdir"), single_valued_keys(hydra_cfg)
+    subdir, shared = _setting(hydra_cfg.sweep, "subdir"), shared_overrides(hydra_cfg)
     if subdir in (SWEEP_SUBDIR, LEGACY_SUBDIR):
         leave_out = []
-    elif subdir == sweep_subdir_setting(single_valued):
-        leave_out = single_valued
+    elif subdir == sweep_subdir_setting(shared):
+        leave_out = shared
     else:
         return
     params = hydra_cfg.sweeper.get("params") or {}
@@ -332,8 +360,8 @@ def check_basic_launch(config: DictConfig) -> None:
     naming = hydra_cfg.job.config.override_dirname
     seen: dict[str, int] = {}
     for idx, job in enumerate(jobs):
-        short = _dirname([_parse(line) for line in job], naming, leave_out)
-        name = run_subdir(short or _dirname([_parse(line) for line in job], naming))
+        parsed = [_parse(line) for line in job]
+        name = run_subdir(_dirname(_left_in(parsed, leave_out), naming) or _dirname(parsed, naming))
         if name in seen:  # Hydra turns a callback's exception into a warning: only an exit stops the launch
             print(f"gptx: error: jobs #{seen[name]} and #{idx} would share the run folder {name}: they differ only "
                   "in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)",

@@ -17,7 +17,7 @@ from gptx.naming import (
     SWEEP_SUBDIR,
     ExclusiveFolders,
     run_subdir,
-    single_valued_keys,
+    shared_overrides,
     sweep_name,
     sweep_subdir,
     sweep_subdir_setting,
@@ -136,29 +136,35 @@ def multirun(task: list[str], params: dict | None = None):
                              "job": {"config": {"override_dirname": NAMING}}})
 
 
-def test_keys_with_one_value_are_the_plain_ones_never_swept():
-    task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=0.123456789", "a=range(1,3)", "b=choice(1,2)",
-            "c=interval(0,1)", "intervention=glob(*)", "+d=1", "init_seed=7", "replica=[0,1]"]
+def test_the_shared_overrides_are_the_keys_with_one_plain_value():
+    task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=1e-1", "a=range(1,3)", "b=choice(1,2)",
+            "c=interval(0,1)", "intervention=glob(*)", "+d=1", "init_seed=7", "replica=[0,1]", "k=1", "k=2",
+            "data.path='my data/it\\'s {x}'"]
     params = {"init_seed": "22,42", "model.d_model": "32", "e": "tag(log,interval(0,1))", "f": "==(",
               "+g@pkg": "==(", "h": {"type": "range", "bounds": [0, 1]}}  # other sweepers' search spaces
-    # init_seed: swept by the preset, so it varies whatever the command line says; a list is one value.
-    assert single_valued_keys(multirun(task, params)) == ["d", "model.d_model", "replica", "train.weight_decay"]
-    assert single_valued_keys(multirun([*task, "g=1", "h=1"], params)) == [
-        "d", "model.d_model", "replica", "train.weight_decay"]
-    assert single_valued_keys(multirun(["sweep=x", "overwrite=true"])) == []  # excluded keys are left out anyway
+    # init_seed is swept by the preset whatever the command line says; k has two values; a list is one
+    # value; a value is written as Hydra writes it in a job's overrides (1e-1 as 0.1), escaped.
+    shared = ["d=1", "data.path=%27my%20data/it%5C%27s%20%7Bx%7D%27", "model.d_model=32", "replica=[0,1]",
+              "train.weight_decay=0.1"]
+    assert shared_overrides(multirun(task, params)) == shared
+    assert shared_overrides(multirun([*task, "g=1", "h=1"], params)) == shared
+    assert shared_overrides(multirun(["sweep=x", "overwrite=true"])) == []  # excluded keys are left out anyway
 
 
 def test_a_sweeps_folder_is_named_by_the_keys_that_vary(tmp_path):
     job = ["sweep=x", "train.weight_decay=0.123456789", "train.lr=0.001", "data.test_sequences=8"]
-    fixed = ["data.test_sequences", "train.weight_decay"]
-    assert sweep_subdir(tmp_path, job, NAMING, fixed) == "train.lr=0.001"
+    shared = ["data.test_sequences=8", "train.weight_decay=0.123456789"]
+    assert sweep_subdir(tmp_path, job, NAMING, shared) == "train.lr=0.001"
     everything = "data.test_sequences=8,train.lr=0.001,train.weight_decay=0.123456789"
     assert sweep_subdir(tmp_path, job, NAMING, []) == everything
+    # A key given another value than the shared one (a sweeper's new init_seed) names the folder.
+    assert sweep_subdir(tmp_path, job, NAMING, ["data.test_sequences=16", "train.weight_decay=0.123456789"]) == (
+        "data.test_sequences=8,train.lr=0.001")
     # Nothing varies (a one-job multirun): named by all its overrides, as before.
-    assert sweep_subdir(tmp_path, job, NAMING, [*fixed, "train.lr"]) == sweep_subdir(tmp_path, job, NAMING, [])
+    assert sweep_subdir(tmp_path, job, NAMING, [*shared, "train.lr=0.001"]) == everything
     assert sweep_subdir(tmp_path, ["sweep=x"], NAMING, []) == "default"
     long_job = ["train.lr=0.001", "data.path=" + "p" * 300]
-    assert sweep_subdir(tmp_path, long_job, NAMING, ["data.path"]) == "train.lr=0.001"
+    assert sweep_subdir(tmp_path, long_job, NAMING, ["data.path=" + "p" * 300]) == "train.lr=0.001"
     assert "~" in sweep_subdir(tmp_path, long_job, NAMING, [])  # still cut and hashed when long
 
 
@@ -173,7 +179,7 @@ def test_a_job_goes_back_to_the_folder_that_holds_its_run(tmp_path):
     saved_run(tmp_path / "old" / "train.lr=0.001,train.weight_decay=0.1", ["train.weight_decay=0.1", "train.lr=0.001"])
     job = ["sweep=x", "train.lr=0.001", "train.weight_decay=0.1", "overwrite=true"]
     old_name = "train.lr=0.001,train.weight_decay=0.1"
-    assert sweep_subdir(tmp_path / "old", job, NAMING, ["train.weight_decay"]) == old_name
+    assert sweep_subdir(tmp_path / "old", job, NAMING, ["train.weight_decay=0.1"]) == old_name
     # A folder named by another launch's varying keys.
     saved_run(tmp_path / "other" / "init_seed=1", ["intervention=grad_clip", "init_seed=1"])
     job = ["intervention=grad_clip", "init_seed=1"]
@@ -183,25 +189,31 @@ def test_a_job_goes_back_to_the_folder_that_holds_its_run(tmp_path):
 def test_a_short_name_holding_another_jobs_run_gives_the_full_name(tmp_path):
     saved_run(tmp_path / "init_seed=1", ["intervention=grad_clip", "init_seed=1"])
     (tmp_path / "init_seed=2").mkdir()  # a folder with no run in it yet (a launcher made it) is free
-    assert sweep_subdir(tmp_path, ["intervention=qkv_bias", "init_seed=1"], NAMING, ["intervention"]) == (
+    shared = ["intervention=qkv_bias"]
+    assert sweep_subdir(tmp_path, ["intervention=qkv_bias", "init_seed=1"], NAMING, shared) == (
         "intervention=qkv_bias,init_seed=1")
-    assert sweep_subdir(tmp_path, ["intervention=qkv_bias", "init_seed=2"], NAMING, ["intervention"]) == "init_seed=2"
+    assert sweep_subdir(tmp_path, ["intervention=qkv_bias", "init_seed=2"], NAMING, shared) == "init_seed=2"
     assert not (tmp_path / "intervention=qkv_bias,init_seed=1").exists()  # naming creates nothing
 
 
-def test_the_sweep_pins_its_single_valued_keys_into_every_jobs_subdir(tmp_path, monkeypatch):
+PATH = "data.path='a \\${b}\\'s,[c]'"  # a value with what would need quoting in the pinned override
+
+
+def test_the_sweep_pins_its_shared_overrides_into_every_jobs_subdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     master = composed(CONF_DIR, "sweep=x")
     assert OmegaConf.to_container(master.hydra.sweep)["subdir"] == SWEEP_SUBDIR
     with read_write(master.hydra):
-        master.hydra.overrides.task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=0.123456789"]
+        master.hydra.overrides.task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=0.123456789", PATH]
     ExclusiveFolders().on_multirun_start(master)
     pins = OmegaConf.to_container(master.hydra.overrides.hydra)
-    assert pins == [f"hydra.sweep.subdir='{sweep_subdir_setting(['train.weight_decay'])}'"]
+    shared = ["data.path=%27a%20%24%7Bb%7D%5C%27s,[c]%27", "train.weight_decay=0.123456789"]
+    assert pins == [f"hydra.sweep.subdir='{sweep_subdir_setting(shared)}'"]
     # Each job's config is composed again from the pinned overrides (on a cluster node too).
-    job = composed(CONF_DIR, *pins, "sweep=x", "train.lr=-1", "train.weight_decay=0.123456789")
+    job = composed(CONF_DIR, *pins, "sweep=x", "train.lr=-1", "train.weight_decay=0.123456789", PATH)
     assert job.hydra.sweep.subdir == "train.lr=-1"
-    assert job.hydra.job.override_dirname == "train.lr=-1,train.weight_decay=0.123456789"  # Hydra's, as before
+    hydras = OmegaConf.to_container(job.hydra.job, resolve=False)["override_dirname"]  # Hydra's own, as before
+    assert hydras == f"{PATH},train.lr=-1,train.weight_decay=0.123456789"
     assert not any(tmp_path.iterdir())
 
 

@@ -147,9 +147,21 @@ def test_a_presets_sweeper_params_vary_and_its_single_values_do_not(tmp_path):
 
 
 def test_keys_a_sweeper_adds_name_the_folders_even_one_arm_per_wave(tmp_path):
-    proc = run_app(WAVES, "sweep=waves", LONG, cwd=tmp_path)  # jobs: mode=ok init_seed=4, then mode=fine init_seed=4
+    # Waves (tests/launcher_app/hydra_plugins/gptx_test_sweepers/waves.py): mode=ok init_seed=4; mode=fine
+    # init_seed=4; mode=new init_seed=5 and mode=new init_seed=6.
+    proc = run_app(WAVES, "sweep=waves", LONG, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert run_folders(tmp_path / "multirun_outputs" / "waves") == ["init_seed=4,mode=fine", "init_seed=4,mode=ok"]
+    assert run_folders(tmp_path / "multirun_outputs" / "waves") == [
+        "init_seed=4,mode=fine", "init_seed=4,mode=ok", "init_seed=5,mode=new", "init_seed=6,mode=new"]
+
+
+def test_a_value_a_sweeper_changes_names_the_folder_on_gptxs_launcher_too(tmp_path):
+    # The command line's one init_seed is left out; the seeds the sweeper gives later waves are not.
+    proc = run_app(WAVES, "hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=seeded", "init_seed=4",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert run_folders(tmp_path / "multirun_outputs" / "seeded") == [
+        "init_seed=5,mode=new", "init_seed=6,mode=new", "mode=fine", "mode=ok"]
 
 
 def test_relaunching_a_sweep_named_the_old_way_finishes_it_in_its_own_folders(tmp_path):
