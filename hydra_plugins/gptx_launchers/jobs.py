@@ -115,8 +115,7 @@ def check_distinct_run_dirs(jobs: list[Job]) -> None:
         if key in seen:
             raise ValueError(
                 f"jobs #{seen[key].idx} and #{job.idx} would share the run folder {job.run_dir}: they differ "
-                "only in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys, or a "
-                "key the command line gives one value and the sweeper changes)"
+                "only in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)"
             )
         seen[key] = job
 
