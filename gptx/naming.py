@@ -112,36 +112,34 @@ SWEEP_SUBDIR = sweep_subdir_setting()  # gptx/conf/config.yaml's: nothing left o
 
 
 def shared_overrides(hydra_cfg: DictConfig) -> list[str]:
-    """The overrides a multirun gives every job, as `key=value` items (see `_item`): on the command line or
-    in `hydra.sweeper.params`, each key with one plain value.
+    """The overrides a multirun gives every job, as `key=value` items (see `_item`): the keys whose value,
+    on the command line or in `hydra.sweeper.params`, is one plain value.
 
-    A sweep value anywhere (a comma list, range(), choice(), glob(), interval()) makes a key vary, and
-    so does a second plain value, or a `hydra.sweeper.params` entry that is not one plain value (a
-    search space as a mapping, or a syntax Hydra cannot parse). The items hold the value as well as the
-    key, so a sweeper that gives such a key another value (as the adaptive sweeper gives later waves new
-    `init_seed`s) has it in the folder name; keys a sweeper sets that the command did not set at all are
-    never left out. Keys in `override_dirname.exclude_keys` are not listed: they are left out anyway.
+    As Hydra's sweepers merge them, the command line comes after the params and a later value of a key
+    replaces an earlier one (`train.max_steps=4 … train.max_steps=2` is one value, 2). A sweep value (a
+    comma list, range(), choice(), glob(), interval()) makes a key vary, and so does a params entry that
+    is not one plain value (a search space as a mapping, or a syntax Hydra cannot parse). The items
+    hold the value as well as the key, so a job that a sweeper gives another value (as the adaptive
+    sweeper gives later waves new `init_seed`s) has it in its folder name; keys a sweeper sets that the
+    command did not set at all are never left out. Keys in `override_dirname.exclude_keys` are not
+    listed: they are left out anyway.
     """
     params = OmegaConf.select(hydra_cfg, "sweeper.params")
     entries = list(params.items()) if isinstance(params, DictConfig) else []
-    lines = [f"{key}={value}" for key, value in entries if not OmegaConf.is_config(value)]
-    lines += [str(line) for line in hydra_cfg.overrides.task]
-    varying = {_key(key) for key, value in entries if OmegaConf.is_config(value)}
-    values: dict[str, set[str]] = {}
-    for line in lines:
-        try:
-            override = _parse(line)
-        except HydraException:
-            varying.add(_key(line.split("=", 1)[0]))
-            continue
-        item = _item(override)
-        if item is None:
-            varying.add(override.key_or_group)
-        else:
-            values.setdefault(override.key_or_group, set()).add(item)
+    occurrences = [(_key(key), None) if OmegaConf.is_config(value) else _occurrence(f"{key}={value}")
+                   for key, value in entries]
+    occurrences += [_occurrence(str(line)) for line in hydra_cfg.overrides.task]
     excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
-    return sorted(next(iter(items)) for key, items in values.items()
-                  if len(items) == 1 and key not in varying and key not in excluded)
+    return sorted(item for key, item in dict(occurrences).items() if item is not None and key not in excluded)
+
+
+def _occurrence(line: str) -> tuple[str, str | None]:
+    """The key an override line sets and its `key=value` item; None for a sweep or a line Hydra cannot parse."""
+    try:
+        override = _parse(line)
+    except HydraException:
+        return _key(line.split("=", 1)[0]), None
+    return override.key_or_group, _item(override)
 
 
 def _key(key: str) -> str:

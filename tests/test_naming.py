@@ -138,16 +138,16 @@ def multirun(task: list[str], params: dict | None = None):
 
 def test_the_shared_overrides_are_the_keys_with_one_plain_value():
     task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=1e-1", "a=range(1,3)", "b=choice(1,2)",
-            "c=interval(0,1)", "intervention=glob(*)", "+d=1", "init_seed=7", "replica=[0,1]", "k=1", "k=2",
+            "c=interval(0,1)", "intervention=glob(*)", "+d=1", "replica=[0,1]", "k=1", "k=2", "m=5",
             "data.path='my data/it\\'s {x}'"]
     params = {"init_seed": "22,42", "model.d_model": "32", "e": "tag(log,interval(0,1))", "f": "==(",
-              "+g@pkg": "==(", "h": {"type": "range", "bounds": [0, 1]}}  # other sweepers' search spaces
-    # init_seed is swept by the preset whatever the command line says; k has two values; a list is one
-    # value; a value is written as Hydra writes it in a job's overrides (1e-1 as 0.1), escaped.
-    shared = ["d=1", "data.path=%27my%20data/it%5C%27s%20%7Bx%7D%27", "model.d_model=32", "replica=[0,1]",
-              "train.weight_decay=0.1"]
+              "+g@pkg": "==(", "h": {"type": "range", "bounds": [0, 1]}, "m": "1,2"}  # other sweepers' spaces too
+    # A later value replaces an earlier one (the command line comes after the params: m=5); a list is one
+    # value; a value is written as Hydra writes it in a job's overrides (1e-1 as 0.1), %-escaped.
+    shared = ["d=1", "data.path=%27my%20data/it%5C%27s%20%7Bx%7D%27", "k=2", "m=5", "model.d_model=32",
+              "replica=[0,1]", "train.weight_decay=0.1"]
     assert shared_overrides(multirun(task, params)) == shared
-    assert shared_overrides(multirun([*task, "g=1", "h=1"], params)) == shared
+    assert shared_overrides(multirun([*task, "init_seed=7", "g=1"], params)) == sorted([*shared, "g=1", "init_seed=7"])
     assert shared_overrides(multirun(["sweep=x", "overwrite=true"])) == []  # excluded keys are left out anyway
 
 
