@@ -216,9 +216,11 @@ def test_the_miniature_interventions_sweep_completes_nine_runs(tmp_path):
     proc = run_gptx("-m", "+experiment=interventions_miniature", *TINY, "train.max_steps=2",
                     "hydra/launcher=basic", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(p.read_text())
-               for p in (tmp_path / "multirun_outputs" / "interventions_miniature").rglob("result.json")]
+    paths = sorted((tmp_path / "multirun_outputs" / "interventions_miniature").rglob("result.json"))
+    results = [json.loads(p.read_text()) for p in paths]
     assert sorted(r["arm"] for r in results) == sorted(STUDY_ARMS)
+    # The preset sweeps the intervention; the command line's single values are left out of the folder names.
+    assert sorted(p.parent.name for p in paths) == sorted(f"intervention={r['arm']}" for r in results)
     assert all(r["status"] == "completed" and r["steps"] == 2 and math.isfinite(r["test_loss"]) for r in results)
 
 

@@ -141,7 +141,7 @@ def test_a_raise_an_exit_and_a_kill_leave_the_other_runs_done_and_exit_non_zero(
     statuses = {r["mode"]: r["status"] for r in _runs_csv(sweep)}
     assert statuses == {"ok": "completed", "raise": "failed", "exit": "incomplete", "kill": "incomplete"}
     assert "crashed (exit code 3)" in proc.stdout and "crashed (killed by SIGKILL)" in proc.stdout
-    assert "RuntimeError: asked to fail" in (sweep / "init_seed=1,mode=raise" / "console.log").read_text()
+    assert "RuntimeError: asked to fail" in (sweep / "mode=raise" / "console.log").read_text()
     assert "local_gpus: 4 jobs:" in proc.stdout
 
 

@@ -10,10 +10,18 @@ from pathlib import Path
 import hydra.core.utils
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 from gptx.config import CONF_DIR
-from gptx.naming import ExclusiveFolders, run_subdir, sweep_name
+from gptx.naming import (
+    SWEEP_SUBDIR,
+    ExclusiveFolders,
+    run_subdir,
+    shared_overrides,
+    sweep_name,
+    sweep_subdir,
+    sweep_subdir_setting,
+)
 
 from conftest import REPO
 
@@ -117,3 +125,103 @@ def test_long_run_folder_names_are_shortened_but_stay_distinct():
     a, b = run_subdir("k=" + "x" * 400 + "a"), run_subdir("k=" + "x" * 400 + "b")
     assert a != b and len(a.encode()) <= 200 and len(b.encode()) <= 200
     assert len(run_subdir("k=" + "é" * 300).encode()) <= 200
+
+
+NAMING = OmegaConf.create({"exclude_keys": ["sweep", "overwrite"], "item_sep": ",", "kv_sep": "="})
+
+
+def multirun(task: list[str], params: dict | None = None):
+    """The `hydra` node of a multirun as the callbacks see it: the command line, the sweeper's params."""
+    return OmegaConf.create({"overrides": {"task": task}, "sweeper": {"params": params},
+                             "job": {"config": {"override_dirname": NAMING}}})
+
+
+def test_the_shared_overrides_are_the_keys_with_one_plain_value():
+    task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=1e-1", "a=range(1,3)", "b=choice(1,2)",
+            "c=interval(0,1)", "intervention=glob(*)", "+d=1", "replica=[0,1]", "k=1", "k=2", "m=5",
+            "data.path='my data/it\\'s {x}'"]
+    params = {"init_seed": "22,42", "model.d_model": "32", "e": "tag(log,interval(0,1))", "f": "==(",
+              "+g@pkg": "==(", "h": {"type": "range", "bounds": [0, 1]}, "m": "1,2"}  # other sweepers' spaces too
+    # A later value replaces an earlier one (the command line comes after the params: m=5); a list is one
+    # value; a value is written as Hydra writes it in a job's overrides (1e-1 as 0.1), %-escaped.
+    shared = ["d=1", "data.path=%27my%20data/it%5C%27s%20%7Bx%7D%27", "k=2", "m=5", "model.d_model=32",
+              "replica=[0,1]", "train.weight_decay=0.1"]
+    assert shared_overrides(multirun(task, params)) == shared
+    assert shared_overrides(multirun([*task, "init_seed=7", "g=1"], params)) == sorted([*shared, "g=1", "init_seed=7"])
+    assert shared_overrides(multirun(["sweep=x", "overwrite=true"])) == []  # excluded keys are left out anyway
+
+
+def test_a_sweeps_folder_is_named_by_the_keys_that_vary(tmp_path):
+    job = ["sweep=x", "train.weight_decay=0.123456789", "train.lr=0.001", "data.test_sequences=8"]
+    shared = ["data.test_sequences=8", "train.weight_decay=0.123456789"]
+    assert sweep_subdir(tmp_path, job, NAMING, shared) == "train.lr=0.001"
+    everything = "data.test_sequences=8,train.lr=0.001,train.weight_decay=0.123456789"
+    assert sweep_subdir(tmp_path, job, NAMING, []) == everything
+    # A key given another value than the shared one (a sweeper's new init_seed) names the folder.
+    assert sweep_subdir(tmp_path, job, NAMING, ["data.test_sequences=16", "train.weight_decay=0.123456789"]) == (
+        "data.test_sequences=8,train.lr=0.001")
+    # Nothing varies (a one-job multirun): named by all its overrides, as before.
+    assert sweep_subdir(tmp_path, job, NAMING, [*shared, "train.lr=0.001"]) == everything
+    assert sweep_subdir(tmp_path, ["sweep=x"], NAMING, []) == "default"
+    long_job = ["train.lr=0.001", "data.path=" + "p" * 300]
+    assert sweep_subdir(tmp_path, long_job, NAMING, ["data.path=" + "p" * 300]) == "train.lr=0.001"
+    assert "~" in sweep_subdir(tmp_path, long_job, NAMING, [])  # still cut and hashed when long
+
+
+def saved_run(folder: Path, overrides: list[str]) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+
+
+def test_a_job_goes_back_to_the_folder_that_holds_its_run(tmp_path):
+    # A folder named the old way (every override): the same job, its overrides in another order, keys
+    # left out of names (overwrite) aside, finds it.
+    saved_run(tmp_path / "old" / "train.lr=0.001,train.weight_decay=0.1", ["train.weight_decay=0.1", "train.lr=0.001"])
+    job = ["sweep=x", "train.lr=0.001", "train.weight_decay=0.1", "overwrite=true"]
+    old_name = "train.lr=0.001,train.weight_decay=0.1"
+    assert sweep_subdir(tmp_path / "old", job, NAMING, ["train.weight_decay=0.1"]) == old_name
+    # A folder named by another launch's varying keys.
+    saved_run(tmp_path / "other" / "init_seed=1", ["intervention=grad_clip", "init_seed=1"])
+    job = ["intervention=grad_clip", "init_seed=1"]
+    assert sweep_subdir(tmp_path / "other", job, NAMING, []) == "init_seed=1"
+
+
+def test_a_short_name_holding_another_jobs_run_gives_the_full_name(tmp_path):
+    saved_run(tmp_path / "init_seed=1", ["intervention=grad_clip", "init_seed=1"])
+    (tmp_path / "init_seed=2").mkdir()  # a folder with no run in it yet (a launcher made it) is free
+    shared = ["intervention=qkv_bias"]
+    assert sweep_subdir(tmp_path, ["intervention=qkv_bias", "init_seed=1"], NAMING, shared) == (
+        "intervention=qkv_bias,init_seed=1")
+    assert sweep_subdir(tmp_path, ["intervention=qkv_bias", "init_seed=2"], NAMING, shared) == "init_seed=2"
+    assert not (tmp_path / "intervention=qkv_bias,init_seed=1").exists()  # naming creates nothing
+
+
+PATH = "data.path='a \\${b}\\'s,[c]'"  # a value with what would need quoting in the pinned override
+
+
+def test_the_sweep_pins_its_shared_overrides_into_every_jobs_subdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    master = composed(CONF_DIR, "sweep=x")
+    assert OmegaConf.to_container(master.hydra.sweep)["subdir"] == SWEEP_SUBDIR
+    with read_write(master.hydra):
+        master.hydra.overrides.task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=0.123456789", PATH]
+    ExclusiveFolders().on_multirun_start(master)
+    pins = OmegaConf.to_container(master.hydra.overrides.hydra)
+    shared = ["data.path=%27a%20%24%7Bb%7D%5C%27s,[c]%27", "train.weight_decay=0.123456789"]
+    assert pins == [f"hydra.sweep.subdir='{sweep_subdir_setting(shared)}'"]
+    # Each job's config is composed again from the pinned overrides (on a cluster node too).
+    job = composed(CONF_DIR, *pins, "sweep=x", "train.lr=-1", "train.weight_decay=0.123456789", PATH)
+    assert job.hydra.sweep.subdir == "train.lr=-1"
+    hydras = OmegaConf.to_container(job.hydra.job, resolve=False)["override_dirname"]  # Hydra's own, as before
+    assert hydras == f"{PATH},train.lr=-1,train.weight_decay=0.123456789"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_subdir_of_the_users_own_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    master = composed(CONF_DIR, "sweep=x", "hydra.sweep.subdir=${hydra.job.num}")
+    with read_write(master.hydra):
+        master.hydra.overrides.task = ["sweep=x", "train.lr=-1,0.001", "train.weight_decay=0.1"]
+    ExclusiveFolders().on_multirun_start(master)
+    assert OmegaConf.to_container(master.hydra.overrides.hydra) == ["hydra.sweep.subdir=${hydra.job.num}"]
+    assert OmegaConf.to_container(master.hydra.sweep)["subdir"] == "${hydra.job.num}"

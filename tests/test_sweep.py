@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from gptx.naming import LEGACY_SUBDIR
 from gptx.sweep import SweepCallback, lock_sweep, scan_runs, unlock_sweep
 
 from conftest import REPO, TINY, run_gptx
@@ -120,6 +121,89 @@ def test_override_values_with_slashes_stay_one_folder_inside_the_sweep(tmp_path)
     assert [p.name for p in (tmp_path / "multirun_outputs" / "slashes").iterdir() if p.is_dir()] == [
         "init_seed=1,mode=a%2F..%2F..%2F..%2Fescape"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun_outputs"]
+
+
+LONG = "+note=" + "n" * 250  # a long override with one value: it made the old names end in `~<hash>`
+WAVES = "hydra.sweeper._target_=hydra_plugins.gptx_test_sweepers.waves.WaveSweeper"
+
+
+def run_folders(sweep: Path) -> list[str]:
+    return sorted(p.parent.name for p in sweep.glob("*/result.json"))
+
+
+def test_run_folders_are_named_by_the_keys_that_vary(tmp_path):
+    proc = run_app("sweep=vary", "mode=ok,fine", "init_seed=1", LONG, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = tmp_path / "multirun_outputs" / "vary"
+    assert run_folders(sweep) == ["mode=fine", "mode=ok"]
+    with (sweep / "runs.csv").open() as f:
+        assert sorted(row["run"] for row in csv.DictReader(f)) == ["mode=fine", "mode=ok"]
+
+
+def test_a_presets_sweeper_params_vary_and_its_single_values_do_not(tmp_path):
+    proc = run_app("+experiment=seeds", LONG, cwd=tmp_path)  # params: init_seed: 1,2 and mode: ok
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert run_folders(tmp_path / "multirun_outputs" / "seeds") == ["init_seed=1", "init_seed=2"]
+
+
+def test_keys_a_sweeper_adds_name_the_folders_even_one_arm_per_wave(tmp_path):
+    # Waves (tests/launcher_app/hydra_plugins/gptx_test_sweepers/waves.py): mode=ok init_seed=4; mode=fine
+    # init_seed=4; mode=new init_seed=5 and mode=new init_seed=6.
+    proc = run_app(WAVES, "sweep=waves", LONG, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert run_folders(tmp_path / "multirun_outputs" / "waves") == [
+        "init_seed=4,mode=fine", "init_seed=4,mode=ok", "init_seed=5,mode=new", "init_seed=6,mode=new"]
+
+
+def test_a_value_a_sweeper_changes_names_the_folder_on_gptxs_launcher_too(tmp_path):
+    # The command line's one init_seed is left out; the seeds the sweeper gives later waves are not.
+    proc = run_app(WAVES, "hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=seeded", "init_seed=4",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert run_folders(tmp_path / "multirun_outputs" / "seeded") == [
+        "init_seed=5,mode=new", "init_seed=6,mode=new", "mode=fine", "mode=ok"]
+
+
+def test_relaunching_a_sweep_named_the_old_way_finishes_it_in_its_own_folders(tmp_path):
+    # The old naming: every override but the excluded keys, as the setting of the time named them.
+    old = run_app("sweep=old", "init_seed=1,2", "mode=ok", f"hydra.sweep.subdir='{LEGACY_SUBDIR}'", cwd=tmp_path)
+    assert old.returncode == 0, old.stderr[-2000:]
+    sweep = tmp_path / "multirun_outputs" / "old"
+    done = {p: p.stat().st_mtime_ns for p in sweep.glob("*/result.json")}
+    assert sorted(p.parent.name for p in done) == ["init_seed=1,mode=ok", "init_seed=2,mode=ok"]
+    # Relaunched on gptx's own launcher, which plans every job's folder before it starts any.
+    again = run_app("hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=old", "init_seed=1,2,3", "mode=ok",
+                    cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "local_gpus: 3 jobs: 2 skipped, 1 completed" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    assert run_folders(sweep) == ["init_seed=1,mode=ok", "init_seed=2,mode=ok", "init_seed=3"]
+
+
+def test_launches_that_vary_other_keys_never_share_a_folder_and_find_their_runs_again(tmp_path):
+    sweep = tmp_path / "multirun_outputs" / "grow"
+    assert run_app("sweep=grow", "mode=ok", "init_seed=1,2", cwd=tmp_path).returncode == 0
+    assert run_folders(sweep) == ["init_seed=1", "init_seed=2"]
+    # Another arm on its own: its short names hold the first arm's runs, so it is named in full.
+    assert run_app("sweep=grow", "mode=fine", "init_seed=1", cwd=tmp_path).returncode == 0
+    assert run_folders(sweep) == ["init_seed=1", "init_seed=1,mode=fine", "init_seed=2"]
+    # The whole grid: each job goes back to the folder that holds its run; only the new one runs.
+    grid = run_app("sweep=grow", "mode=ok,fine", "init_seed=1,2", cwd=tmp_path)
+    assert grid.returncode == 0, grid.stderr[-2000:]
+    assert grid.stdout.count("\nskipped ") == 3  # the stand-in app's word for a completed run it left alone
+    assert run_folders(sweep) == ["init_seed=1", "init_seed=1,mode=fine", "init_seed=2", "init_seed=2,mode=fine"]
+    by_folder = {p.parent.name: json.loads(p.read_text())["init_seed"] for p in sweep.glob("*/result.json")}
+    assert by_folder["init_seed=2"] == 2
+
+
+@pytest.mark.slow
+def test_the_issues_sweep_gets_readable_distinct_folders_and_runs_csv_rows(tmp_path):
+    proc = run_gptx("-m", "sweep=lr", "train.lr=-1,0.001", "train.weight_decay=0.123456789", *TINY,
+                    "train.max_steps=2", cwd=tmp_path)
+    assert proc.returncode != 0  # train.lr=-1 is refused: a failed run, in a row of its own
+    with (tmp_path / "multirun_outputs" / "lr" / "runs.csv").open() as f:
+        rows = {row["run"]: row["status"] for row in csv.DictReader(f)}
+    assert rows == {"train.lr=-1": "failed", "train.lr=0.001": "completed"}
 
 
 @pytest.mark.slow

@@ -63,8 +63,8 @@ def plan_job(
     if real_run == real_sweep or os.path.commonpath([real_sweep, real_run]) != real_sweep:
         raise ValueError(
             f"job #{idx} ({' '.join(overrides)}) would write to {run_dir}, outside its sweep folder "
-            f"{sweep_dir}: an override value with '/' or '..'? (name run folders with "
-            "hydra.sweep.subdir=${gptx_run_subdir:${hydra.job.override_dirname}})"
+            f"{sweep_dir}: an override value with '/' or '..'? (gptx's own hydra.sweep.subdir keeps every "
+            "run folder inside its sweep)"
         )
     job = Job(idx=idx, overrides=overrides, sweep_config=sweep_config, run_dir=run_dir)
     if skip_completed:

@@ -1,0 +1,1 @@
+"""Stand-in sweepers for the launcher tests (Hydra finds plugins only under hydra_plugins)."""
