@@ -67,7 +67,6 @@ def _token_budget(experiment: str) -> tuple[int, float, str]:
     import torch
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-
     from omegaconf import OmegaConf
 
     from gptx.config import CONF_DIR, register_schema
@@ -172,7 +171,8 @@ def make_plan(args) -> dict:
         study = {"design": "the study's: one run per arm at init 42, 7 baseline noise runs", "init_seeds": 1,
                  "train_seeds": 1, "power": sim["power"], "sims": args.sims, **cost(len(cells))}
     return {"min_effect": effect, "power_target": args.power, "alpha": args.alpha, "interventions": k,
-            "noise": {"sd_init": sd_init, "sd_train": sd_train, "source": str(args.pilot) if pilot else
+            "noise": {"sd_init": sd_init, "sd_train": sd_train,
+                      "source": f"the pilot sweep {args.pilot}, {pilot['n_runs']} runs" if pilot else
                       ("stated" if args.sd_init is not None or args.sd_train is not None else "the study's"),
                       **({f: pilot[f] for f in ("df_init", "df_train", "sd_init_upper", "sd_train_upper")}
                          if pilot else {})},
@@ -207,7 +207,8 @@ def markdown(p: dict) -> str:
         c = p["conservative"]
         out += [f"The pilot's σ_train has {noise['df_train']:.1f} df: at its 95% upper limit "
                 f"({c['sd_train_upper']:.4g}) the paired design needs {c['paired_init_seeds']} init seeds an arm.", ""]
-    out += [f"A run: {run['tokens']:,} tokens ({run['model']}), {run['tokens_per_second']:,.0f} tokens/s from "
+    model = run["model"] or "model not recorded"
+    out += [f"A run: {run['tokens']:,} tokens ({model}), {run['tokens_per_second']:,.0f} tokens/s from "
             f"{run['speed_source']}: {run['gpu_hours']:.3g} GPU-hours, {_money(run['usd'])} at "
             f"${run['price_per_gpu_hour']:g} a GPU-hour.", "",
             "| design | init seeds an arm | train seeds | runs | power at Δ | GPU-hours | cost |",

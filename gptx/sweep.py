@@ -140,6 +140,7 @@ class SweepCallback(Callback):
         self.sweep_dir: str | None = None
         self.before: dict[str, tuple[int | None, int | None]] = {}
         self.finished = True
+        self.created = False  # whether this launch created the sweep folder
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Lock the sweep folder and note each existing run's state, to tell later what this launch did."""
@@ -148,6 +149,7 @@ class SweepCallback(Callback):
         except Exception as e:  # noqa: BLE001 - a bad sweep= name: one line here beats Hydra's traceback later
             first_line = (str(e) or type(e).__name__).splitlines()[0]
             sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
+        self.created = not Path(self.sweep_dir).exists()
         lock_sweep(self.sweep_dir)
         self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
         self.finished = False
@@ -159,6 +161,18 @@ class SweepCallback(Callback):
         failed = self.finish()
         if failed:
             sys.exit(f"gptx: {len(failed)} run(s) of this launch did not complete: {', '.join(failed)}")
+
+    def abandon(self) -> None:
+        """The launch was refused before any job ran (a sweeper's bad plan): write nothing, release the lock,
+        and remove the sweep folder if this launch created it and it holds nothing but the lock."""
+        if self.finished or self.sweep_dir is None:
+            return
+        self.finished = True
+        sweep_dir = Path(self.sweep_dir)
+        unlock_sweep(sweep_dir)
+        if self.created and [p.name for p in sweep_dir.iterdir()] == [LOCK_FILE]:
+            (sweep_dir / LOCK_FILE).unlink()
+            sweep_dir.rmdir()
 
     def _finish_at_exit(self) -> None:
         if not self.finished:

@@ -266,3 +266,30 @@ def test_the_multi_node_preset_runs_a_task_per_gpu_on_every_node():
         launcher = compose("config", overrides=overrides, return_hydra_config=True).hydra.launcher
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
     assert launcher.max_num_timeout > 0 and launcher._target_.endswith("GptxSlurmLauncher")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_slurm
+def test_an_adaptive_sweep_submits_each_wave_as_slurm_jobs_and_resumes(tmp_path):
+    """Each wave is one submitit array; the sweep stops where its plan says, and the same command after
+    a finished sweep submits nothing."""
+    args = ("-m", *SLURM, "sweep=adaptive_slurm", "hydra/sweeper=adaptive", "intervention=baseline,grad_clip,qkv_bias",
+            "init_seed=1,2", "hydra.sweeper.max_seeds=3", "hydra.sweeper.wave_size=1",
+            "hydra.sweeper.min_effect=1e-6", *TINY, "train.max_steps=2")
+    proc = run_gptx(*args, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    sweep = tmp_path / "multirun_outputs" / "adaptive_slurm"
+    state = json.loads((sweep / "adaptive.json").read_text())
+    results = read_results(sweep)
+    # grad_clip is identical to the baseline at wave 1; qkv_bias gets wave 2's seed 3, with the baseline
+    assert state["arms"]["grad_clip"]["status"] == "identical to the baseline"
+    assert sorted((r["intervention"][0], r["init_seed"]) for r in results.values()) == sorted(
+        [("baseline", 1), ("baseline", 2), ("baseline", 3), ("grad_clip", 1), ("grad_clip", 2),
+         ("qkv_bias", 1), ("qkv_bias", 2), ("qkv_bias", 3)])
+    assert state["runs_used"] == 8 and state["next_cells"] is None
+    assert (proc.stdout + proc.stderr).count("Submitted SLURM") == 2  # one array a wave
+
+    again = run_gptx(*args, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Submitted SLURM" not in again.stdout + again.stderr and read_results(sweep) == results

@@ -66,8 +66,14 @@ class AdaptiveSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="adaptive", node=AdaptiveSweeperConf, provider="gptx")
 
 
-def _refuse(message: str) -> None:
-    """One line on stderr and exit 2, before anything runs (Hydra would print a traceback for an exception)."""
+def _refuse(message: str, hydra_context: HydraContext | None = None) -> None:
+    """One line on stderr and exit 2, before anything runs (Hydra would print a traceback for an exception).
+
+    gptx's sweep callback has already locked the sweep folder; it is told to write nothing, so a refused
+    launch leaves the folder as it found it (or no folder at all)."""
+    for callback in getattr(getattr(hydra_context, "callbacks", None), "callbacks", []):
+        if hasattr(callback, "abandon"):
+            callback.abandon()
     print(f"gptx: error: adaptive sweeper: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -120,25 +126,27 @@ class AdaptiveSweeper(Sweeper):
             elif key == SEED_KEY:
                 values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
                 if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-                    _refuse(f"init_seed values must be integers, got {o.input_line}")
+                    _refuse(f"init_seed values must be integers, got {o.input_line}", self.hydra_context)
                 seeds = list(dict.fromkeys(values))
             elif o.is_sweep_override():
                 _refuse(f"it sweeps only intervention and init_seed; {key} has several values "
-                        f"({o.input_line}): run one adaptive sweep per value")
+                        f"({o.input_line}): run one adaptive sweep per value", self.hydra_context)
             else:
                 fixed.append(o.input_line)
         baseline = self.settings["baseline"]
         if baseline not in arm_values:
             _refuse(f"the baseline arm `{baseline}` is not among the intervention values "
-                    f"({', '.join(arm_values) or 'none given'}); add it, or set hydra.sweeper.baseline")
+                    f"({', '.join(arm_values) or 'none given'}); add it, or set hydra.sweeper.baseline",
+                    self.hydra_context)
         if len(seeds) > self.max_seeds:
-            _refuse(f"{len(seeds)} init seeds given for the first wave, more than max_seeds={self.max_seeds}")
+            _refuse(f"{len(seeds)} init seeds given for the first wave, more than max_seeds={self.max_seeds}",
+                    self.hydra_context)
         first = self.settings["first_wave"] or (len(seeds) if seeds else 3)
         try:
             plan = Plan(arms=tuple(a for a in arm_values if a != baseline), seeds=next_seeds(seeds, self.max_seeds),
                         **{**self.settings, "first_wave": first})
         except ValueError as e:
-            _refuse(str(e))
+            _refuse(str(e), self.hydra_context)
         return plan, fixed, arm_values
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -153,11 +161,12 @@ class AdaptiveSweeper(Sweeper):
             try:
                 saved = Plan.from_json(json.loads(state_file.read_text())["plan"])
             except (OSError, ValueError, KeyError, TypeError) as e:
-                _refuse(f"cannot read {state_file}: {e}")
+                _refuse(f"cannot read {state_file}: {e}", self.hydra_context)
             if saved != plan:
                 changed = sorted(k for k, v in plan.to_json().items() if saved.to_json().get(k) != v)
                 _refuse(f"{sweep_dir} is an adaptive sweep with another plan (differs in {', '.join(changed)}); "
-                        "changing the plan mid-sweep voids its error guarantee: use a new sweep name")
+                        "changing the plan mid-sweep voids its error guarantee: use a new sweep name",
+                        self.hydra_context)
 
         def save(rep) -> None:
             write_atomic(state_file, (json.dumps(rep.to_json(), indent=2) + "\n").encode())

@@ -1,0 +1,108 @@
+"""gptx.plan: the seeds a stated effect needs and what they cost, from the study's noise or a pilot sweep."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gptx import plan
+from gptx.analysis import simulate
+
+
+@pytest.mark.parametrize("n, effect", [(6, -0.01), (4, -0.012)])
+def test_the_analytic_power_of_one_paired_arm_is_what_the_report_achieves(n, effect):
+    """One arm, no multiplicity: the noncentral-t power equals the report's simulated power within 3 SE."""
+    analytic = plan.fixed_power(n, 1, simulate.SD_INIT, simulate.SD_TRAIN, effect, 0.05, paired=True)
+    simulated = simulate.calibrate_cells(simulate.paired_fixed(1, n), 300, seed=2, effect=effect)["power"]
+    assert abs(analytic - simulated) <= 3 * math.sqrt(analytic * (1 - analytic) / 300)
+
+
+def test_with_several_arms_the_plan_is_conservative():
+    """Bonferroni in the plan, Holm in the report: the report finds at least what was planned."""
+    analytic = plan.fixed_power(5, 3, simulate.SD_INIT, simulate.SD_TRAIN, -0.01, 0.05, paired=True)
+    simulated = simulate.calibrate_cells(simulate.paired_fixed(3, 5), 150, seed=3, effect=-0.01)["power"]
+    assert simulated >= analytic - 3 * math.sqrt(analytic * (1 - analytic) / (150 * 3))
+
+
+def test_pairing_cancels_the_init_noise():
+    paired = plan.seeds_for(8, 0.0155, 0.0058, 0.01, 0.05, 0.8, paired=True)
+    unpaired = plan.seeds_for(8, 0.0155, 0.0058, 0.01, 0.05, 0.8, paired=False)
+    assert (paired, unpaired) == (10, 71)
+    assert plan.fixed_power(paired, 8, 0.0155, 0.0058, 0.01, 0.05, True) >= 0.8
+    assert plan.fixed_power(paired - 1, 8, 0.0155, 0.0058, 0.01, 0.05, True) < 0.8
+    assert plan.seeds_for(8, 0.0155, 0.5, 0.001, 0.05, 0.8, paired=True) is None  # past MAX_SEEDS
+
+
+def test_the_default_plan_is_the_studys_question_priced(tmp_path, capsys):
+    assert plan.main(["--sims", "10", "--out", str(tmp_path)]) == 0
+    p = json.loads((tmp_path / "plan.json").read_text())
+    assert p["run"]["gpu_hours"] == pytest.approx(27.2)  # 3 h 24 min on 8 GPUs
+    paired, unpaired, adaptive = p["designs"]
+    assert (paired["init_seeds"], paired["runs"], paired["usd"]) == (10, 90, pytest.approx(90 * 27.2 * 2))
+    assert (unpaired["init_seeds"], unpaired["runs"]) == (71, 71 * 9)
+    assert adaptive["runs"] < paired["runs"] * 1.5 and adaptive["power"] >= 0.8 - 0.15
+    assert p["study"]["runs"] == 15 and p["study"]["power"] < 0.3
+    text = (tmp_path / "plan.md").read_text()
+    assert "| fixed, paired (per_parameter init) | 10 | 1 | 90 | 0.85 | 2,448 | $4,896 |" in text
+    assert text in capsys.readouterr().out
+
+
+def _pilot(folder, rng, sd_init=0.02, sd_train=0.005):
+    """A pilot sweep on disk: baseline and two arms at 5 paired init seeds, 1000 tokens/s a run."""
+    u = rng.normal(0, sd_init, 5)
+    for arm in ("baseline", "grad_clip", "qkv_bias"):
+        for i in range(5):
+            run = folder / f"intervention={arm},init_seed={i + 1}"
+            run.mkdir(parents=True)
+            result = {"status": "completed", "arm": arm, "intervention": [arm], "init_seed": i + 1,
+                      "train_seed": None, "data_seed": None, "test_loss": 5.0 + u[i] + rng.normal(0, sd_train),
+                      "final_weights_sha256": f"{arm}-{i}", "init_weights_sha256": f"init-{i}",
+                      "tokens_per_second": 1000.0, "tokens": 3_600_000, "world_size": 1, "wall_seconds": 3600.0}
+            (run / "result.json").write_text(json.dumps(result))
+
+
+def test_a_pilot_sweep_gives_the_noise_and_the_speed(tmp_path):
+    _pilot(tmp_path / "pilot", np.random.default_rng(0))
+    before = {p: p.read_bytes() for p in (tmp_path / "pilot").rglob("result.json")}
+    assert plan.main([str(tmp_path / "pilot"), "--sims", "5"]) == 0
+    p = json.loads((tmp_path / "pilot" / "plan.json").read_text())
+    assert p["interventions"] == 2 and p["noise"]["source"].startswith("the pilot")
+    assert 0 < p["noise"]["sd_train"] < p["noise"]["sd_train_upper"]
+    assert p["conservative"]["paired_init_seeds"] >= p["designs"][0]["init_seeds"]
+    assert p["run"]["tokens_per_second"] == 1000.0 and p["run"]["gpu_hours"] == pytest.approx(1.0)
+    assert {p: p.read_bytes() for p in (tmp_path / "pilot").rglob("result.json")} == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--power", "1.5"], "--power is out of range (1.5)"),
+    (["--min-effect", "0"], "--min-effect is out of range"),
+    (["--gpu", "Z80"], "no peak FLOP/s known for --gpu 'Z80'"),
+    (["/nonexistent/pilot"], "/nonexistent/pilot is not a folder"),
+    (["--sims", "many"], "invalid int value"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) if "many" in argv else _nothing() as raised:
+        code = plan.main([*argv, "--out", str(tmp_path / "out")])
+    code = raised.value.code if raised else code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pilot_without_a_baseline_is_refused(tmp_path, capsys):
+    _pilot(tmp_path / "pilot", np.random.default_rng(0))
+    assert plan.main([str(tmp_path / "pilot"), "--baseline", "nope", "--sims", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "gives no noise estimate" in err and err.count("\n") == 1
+    assert not (tmp_path / "pilot" / "plan.json").exists()
+
+
+class _nothing:
+    """A context manager that catches nothing and says so (pytest.raises' counterpart for the table)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
