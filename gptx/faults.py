@@ -1,11 +1,12 @@
 """Fault injection for the fault-test suite: off unless GPTX_FAULT is set in the environment.
 
-GPTX_FAULT="EVENT@STEP=SIGNAL[,…]" sends SIGNAL (TERM, USR1, USR2, KILL) to this process when the
-run reaches EVENT at optimizer step STEP. Events: `step` (before step STEP's forward pass), `eval`
-(as the evaluation after step STEP starts), `checkpoint` (right after the checkpoint of step
-STEP is complete), `save` (while that checkpoint is being written, before it is renamed into place),
-`final` (as the final evaluation and outputs after the last step STEP start). An event named twice
-sends both signals, in order (`final@6=INT,final@6=INT`: Ctrl-C twice).
+GPTX_FAULT="EVENT@STEP=SIGNAL[,…]" sends SIGNAL (TERM, USR1, USR2, KILL, or STOP to hold the process
+while a test changes its world) to this process when the run reaches EVENT at optimizer step STEP.
+Events: `step` (before step STEP's forward pass), `eval` (as the evaluation after step STEP starts),
+`checkpoint` (right after the checkpoint of step STEP is complete), `save` (while that checkpoint is
+being written, before it is renamed into place), `final` (as the final evaluation and outputs after the
+last step STEP start), `result` (after every final output, as the completed result.json is about to be
+written). An event named twice sends both signals, in order (`final@6=INT,final@6=INT`: Ctrl-C twice).
 `nan@STEP` (no signal) makes the loss of step STEP NaN, as a diverging run's would be.
 Kept in the environment, not the config, so an injected fault never changes a run's config hash
 and never shows in a user's --help.

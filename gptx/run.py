@@ -226,6 +226,7 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         result["init_param_sha256"] = tr.init_param_sha256
         if world.is_main:
             finish_outputs(tr, result, plain)
+        maybe_fire("result", final["steps"])
         folder.write(result)  # after every other output: its status says they are all in place
         if tracker:
             tracker.finish(result)

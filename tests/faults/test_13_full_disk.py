@@ -1,13 +1,16 @@
-"""A real full disk: a small tmpfs (mounting needs root) filled while the run checkpoints, and while it
-saves its weights. The run says so in one line and exits 1; after space is freed the same command
-finishes identical to an uninterrupted run.
+"""A real full disk: a small tmpfs (mounting needs root) filled while the run checkpoints, while it
+saves its weights, and as it writes its final result.json. The run says so in one line and exits 1;
+after space is freed the same command finishes identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,5 +63,41 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes_identical(small_disk, tm
     filler.unlink()
     again = run_gptx(*RUN, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert_identical(run_dir, reference)
+    shutil.rmtree(run_dir)
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_a_disk_that_fills_as_result_json_is_written_loses_nothing(small_disk, tmp_path):
+    """Default checkpoints: the run is held (SIGSTOP) after every other output, the disk is filled to the
+    last page, and the completed result.json cannot be written. The rerun finishes from the checkpoint
+    taken before the final outputs, identical."""
+    reference = tmp_path / "reference"
+    assert run_gptx(*RUN, f"hydra.run.dir={reference}", cwd=tmp_path).returncode == 0
+    run_dir = small_disk / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "GPTX_FAULT": "result@4=STOP"}
+    proc = subprocess.Popen([sys.executable, "-m", "gptx.train", *RUN, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not _stopped(proc.pid):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never reached its result.json"
+        time.sleep(0.05)
+    assert (run_dir / "model.safetensors").exists()  # every other output is in place
+    filler = fill(small_disk, 0)
+    proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-3000:]
+    [line] = [line for line in stderr.splitlines() if line.startswith("gptx: error:")]
+    assert "the disk is full" in line and "rerun the same command" in line
+    assert "Traceback" not in stderr
+    assert '"completed"' not in (run_dir / "result.json").read_text()
+    filler.unlink()
+    again = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resum" in (again.stdout + again.stderr).lower()
     assert_identical(run_dir, reference)
     shutil.rmtree(run_dir)
