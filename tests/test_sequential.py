@@ -232,3 +232,12 @@ def test_adaptive_power_is_at_least_the_fixed_designs_at_the_same_expected_runs(
     fixed = simulate.calibrate_cells(simulate.paired_fixed(len(ARMS), seeds), 80, seed=5, effect=-0.012)
     assert adaptive["runs_alt"] < adaptive["max_runs"]  # it did stop early
     assert adaptive["power"] >= fixed["power"] - 0.03  # within Monte-Carlo error of 80 sims, or better
+
+
+def test_the_docs_table_has_both_spending_functions_and_the_fixed_designs_beside(capsys):
+    simulate.main(["--adaptive", "--sims", "2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| adaptive")
+            or line.startswith("| fixed")]
+    assert [r.split(" | ")[0] for r in rows][:2] == ["| adaptive, pocock, 3 + 3 a wave, ≤ 15 seeds",
+                                                      "| adaptive, obrien_fleming, 3 + 3 a wave, ≤ 15 seeds"]
+    assert "| fixed, paired, 3 seeds" in rows[2] and "| fixed, paired, 15 seeds" in rows[-1]
