@@ -156,7 +156,13 @@ def test_the_commands_run_as_modules(run, tmp_path, module):
             "gptx.export": first.startswith("note: ")}[module]
 
 
-COMMANDS = ("train", "analyze", "reproduce", "compare", "evaluate", "generate", "export", "prepare", "bench")
+COMMANDS = ("train", "analyze", "reproduce", "compare", "evaluate", "generate", "export", "prepare", "bench", "plan")
+
+
+def test_the_command_list_is_every_top_level_command():
+    """Every `gptx/NAME.py` that runs as `python -m gptx.NAME` is in COMMANDS (so it gets a console script)."""
+    runnable = {f.stem for f in (REPO / "gptx").glob("*.py") if '__name__ == "__main__"' in f.read_text()}
+    assert runnable == set(COMMANDS)
 
 
 @pytest.mark.parametrize("name", COMMANDS)

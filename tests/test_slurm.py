@@ -1,7 +1,8 @@
 """Sweeps through SLURM (submitit) on a real single-node SLURM: folders, skips, requeue and resume.
 
 Start SLURM with `bash tests/slurm/start-local-slurm.sh` (Debian, root); where there is none (no
-`sinfo`, or no idle node) the tests marked `slurm` skip and say why.
+`sinfo`, or no idle node) the tests marked `slurm` skip and say why, except under CI (`CI=true`), where
+SLURM must be up and its absence fails them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,22 @@ def slurm_skip_reason() -> str | None:
 
 
 SKIP_REASON = slurm_skip_reason()
-needs_slurm = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def needs_slurm(test):
+    """Run `test` on the local SLURM; without one, skip it, or fail it under CI (a green CI that tested
+    nothing on SLURM would be a false promise)."""
+    if SKIP_REASON is None:
+        return test
+    if IN_CI:
+        return pytest.mark.usefixtures("_slurm_required_in_ci")(test)
+    return pytest.mark.skip(reason=SKIP_REASON)(test)
+
+
+@pytest.fixture
+def _slurm_required_in_ci():
+    pytest.fail(f"CI=true but SLURM cannot take jobs: {SKIP_REASON}")
 
 
 def test_scontrol_lines_give_every_array_task_its_state():
