@@ -47,6 +47,11 @@ def is_main_process() -> bool:
     return _slurm_step_tasks() <= 1 or int(os.environ.get("SLURM_PROCID", "0")) == 0
 
 
+def several_processes() -> bool:
+    """Whether this process is one of several training one run (torchrun, or a multi-task SLURM step)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or _slurm_step_tasks() > 1
+
+
 def _slurm_step_tasks() -> int:
     """Tasks of this SLURM job step. srun (and submitit, through srun) sets it for every task it starts;
     a batch script or an salloc shell has none, so a lone `python -m gptx.train` there stays one process."""
@@ -81,8 +86,14 @@ def _export_slurm_environment() -> None:
     os.environ.update({
         "RANK": str(env.global_rank), "WORLD_SIZE": str(_slurm_step_tasks()), "LOCAL_RANK": str(env.local_rank),
         "MASTER_ADDR": env.hostnames[0],
-        "MASTER_PORT": os.environ.get("MASTER_PORT") or str(20000 + int(os.environ["SLURM_JOB_ID"]) % 40000),
+        "MASTER_PORT": os.environ.get("MASTER_PORT") or str(rendezvous_port(int(os.environ["SLURM_JOB_ID"]))),
     })
+
+
+def rendezvous_port(job_id: int) -> int:
+    """The rendezvous port of a SLURM job: 20000-31999, below Linux's ephemeral ports (32768-60999), where
+    the system's own outgoing connections would sometimes hold it; jobs 12000 apart share one."""
+    return 20000 + job_id % 12000
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, normalize_overrides, register_schema
+from gptx.distributed import several_processes
 from gptx.files import CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE, disk_full, write_atomic
 from gptx.naming import register_resolvers
 from gptx.run import USER_ERRORS, record_failure, train
@@ -61,6 +62,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         # In a sweep, one job's bad value must not stop the others: record it and let Hydra go on.
         if typed is None:  # an invalid config never reached train(), which records the rest
             record_failure(run_dir, err, save_hydra)
+        end_the_step_if_one_of_several(err)
         raise
     except Exception as err:
         if disk_full(err):
@@ -69,6 +71,8 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
             if not multirun:
                 raise SystemExit(1) from None
         log.error("run failed: %s: %s", type(err).__name__, err)
+        if multirun:
+            end_the_step_if_one_of_several(err)
         raise
     if result.get("skipped"):
         print(f"gptx: skipped {run_dir}: already completed with the same config")
@@ -77,6 +81,17 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         if not multirun:
             raise SystemExit(1)
     return optimized_value(result, typed.optimized_metric) if typed.optimized_metric else result
+
+
+def end_the_step_if_one_of_several(err: Exception) -> None:
+    """In a sweep job of several processes (one DDP run as a multi-task SLURM job), exit non-zero.
+
+    Hydra would file the error and let the process end cleanly, while its peers wait at the rendezvous or
+    the next collective until the job's time limit; a non-zero exit lets srun (--kill-on-bad-exit, set
+    by gptx's SLURM launcher) end them all now. result.json already says why the run failed.
+    """
+    if several_processes():
+        raise SystemExit(1) from err
 
 
 def optimized_value(result: dict[str, Any], metric: str) -> float:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -241,17 +242,50 @@ def test_past_max_num_timeout_the_run_is_not_done_and_the_same_command_finishes_
 @pytest.mark.slow
 @needs_slurm
 def test_a_two_task_slurm_job_is_one_ddp_run(tmp_path):
-    # slurm_node's layout (one task per GPU) on this CPU node: two tasks, gloo, one run.
-    proc = subprocess.run(
-        [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
-         "hydra.launcher.timeout_min=10", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"},
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    results = [json.loads(p.read_text()) for p in (tmp_path / "multirun_outputs" / "ddp").rglob("result.json")]
+    # slurm_node's layout (one task per GPU) on this CPU node: two tasks, gloo, one run. The job's time
+    # limit is short: a rank stuck at the rendezvous ends the job, and the test fails with the tasks' logs.
+    cmd = [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
+           "hydra.launcher.timeout_min=4", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    sweep = tmp_path / "multirun_outputs" / "ddp"
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=420, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"the sweep did not end: {e.stdout!r}\n{task_logs(sweep)}") from None
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:] + task_logs(sweep)
+    results = [json.loads(p.read_text()) for p in sweep.rglob("result.json")]
     assert len(results) == 1
     assert results[0]["status"] == "completed" and results[0]["world_size"] == 2
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@needs_slurm
+def test_a_rank_that_cannot_join_ends_the_whole_job_at_once(tmp_path):
+    """Rank 0 cannot listen (its rendezvous port is taken): before, rank 1 waited at the rendezvous until
+    the job's time limit and the launcher for ever; now the job ends at once and the run reads failed."""
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
+               "hydra.launcher.timeout_min=10", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "MASTER_PORT": str(port)}
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0
+    assert re.search(r"SLURM job \d+ ended \(FAILED\) without a result", proc.stderr), proc.stderr[-3000:]
+    with (tmp_path / "multirun_outputs" / "ddp" / "runs.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert row["status"] == "failed" and "address already in use" in row["error"]
+
+
+def task_logs(sweep: Path) -> str:
+    """The end of every SLURM task's stdout and stderr (submitit's logs), and what SLURM says of the jobs."""
+    parts = []
+    for log_file in sorted(sweep.glob(".submitit/*/*_log.*")):
+        parts.append(f"--- {log_file.name}\n{log_file.read_text(errors='replace')[-3000:]}")
+    queue = subprocess.run(["squeue", "-o", "%i %T %r"], capture_output=True, text=True).stdout
+    return "\n".join([*parts, f"--- squeue\n{queue}"])
 
 
 @pytest.mark.slow

@@ -246,7 +246,9 @@ def run_payload(payload: str) -> None:
         if e.code in (None, 0):
             ret = JobReturn(status=JobStatus.COMPLETED, _return_value=None)
         else:
-            ret = JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError(f"job exited with {e.code}"))
+            cause = e.__cause__  # gptx.train exits 1 from a failed rank of a multi-GPU run: keep the why
+            error = cause if isinstance(cause, Exception) else RuntimeError(f"job exited with {e.code}")
+            ret = JobReturn(status=JobStatus.FAILED, _return_value=error)
     except BaseException as e:  # noqa: BLE001 - reported to the launcher, then the child exits 1
         traceback.print_exc()
         ret = JobReturn(status=JobStatus.FAILED, _return_value=e)

@@ -9,7 +9,9 @@ included), with four changes:
 - it waits for every job, and one failed or killed job is a failed result, not an exception that
   abandons the others;
 - a job's end is also read from `scontrol`, so a job killed without a result file is noticed even on
-  a cluster without accounting (submitit asks `sacct`, and would wait forever there).
+  a cluster without accounting (submitit asks `sacct`, and would wait forever there);
+- a job of several tasks (one DDP run) ends as soon as one task fails (`srun --kill-on-bad-exit`):
+  the others would otherwise wait at the rendezvous or the next collective until the time limit.
 """
 
 # No `from __future__ import annotations`: see jobs.py.
@@ -83,6 +85,8 @@ class GptxSlurmLauncher(SlurmLauncher):
             key if key in base_keys else f"{self._EXECUTOR}_{key}": value
             for key, value in self.params.items() if key not in init_keys
         })
+        if (self.params.get("nodes") or 1) * (self.params.get("tasks_per_node") or 1) > 1:
+            executor.update_parameters(slurm_srun_args=["--kill-on-bad-exit=1"])
         return executor
 
 
@@ -99,7 +103,7 @@ def wait_for_jobs(jobs: list[Job], submitted: list[Any]) -> None:
             last_asked = now
         for idx, (job, sub) in list(waiting.items()):
             job.log_path = Path(sub.paths.stdout)
-            if Path(sub.paths.result_pickle).exists():
+            if _every_task_reported(sub):
                 job.job_return = _submitit_return(job, sub)
             else:
                 state = states.get(sub.job_id) or states.get(sub.job_id.split("_")[0], "UNKNOWN")
@@ -115,6 +119,12 @@ def wait_for_jobs(jobs: list[Job], submitted: list[Any]) -> None:
             del waiting[idx]
         if waiting:
             time.sleep(POLL_S)
+
+
+def _every_task_reported(sub: Any) -> bool:
+    """Whether every task of the submitted job wrote its result file (submitit's `results()` would block
+    until then, and forever for a task killed before writing one)."""
+    return all(Path(sub.task(i).paths.result_pickle).exists() for i in range(sub.num_tasks))
 
 
 def _submitit_return(job: Job, sub: Any) -> JobReturn:
