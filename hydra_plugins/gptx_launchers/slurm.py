@@ -3,7 +3,7 @@
 `python -m gptx.train -m hydra/launcher=slurm_gpu hydra.launcher.partition=gpu init_seed=22,42,67`
 
 Same config keys and job mechanics as `hydra/launcher=submitit_slurm` (requeue on timeout/preemption
-included), with four changes:
+included), with five changes:
 - completed runs with the same config are not submitted again (relaunching a sweep finishes it);
 - two jobs that would share a run folder, or a run folder outside the sweep, stop the launch first;
 - it waits for every job, and one failed or killed job is a failed result, not an exception that
