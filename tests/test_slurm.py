@@ -244,12 +244,9 @@ def test_past_max_num_timeout_the_run_is_not_done_and_the_same_command_finishes_
 def test_a_two_task_slurm_job_is_one_ddp_run(tmp_path):
     # slurm_node's layout (one task per GPU) on this CPU node: two tasks, gloo, one run. The job's time
     # limit is short: a rank stuck at the rendezvous ends the job, and the test fails with the tasks' logs.
-    cmd = [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
-           "hydra.launcher.timeout_min=4", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     sweep = tmp_path / "multirun_outputs" / "ddp"
     try:
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=420, env=env)
+        proc = run_two_task_sweep(tmp_path, timeout=420)
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"the sweep did not end: {e.stdout!r}\n{task_logs(sweep)}") from None
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:] + task_logs(sweep)
@@ -268,15 +265,20 @@ def test_a_rank_that_cannot_join_ends_the_whole_job_at_once(tmp_path):
         taken.bind(("", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cmd = [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
-               "hydra.launcher.timeout_min=10", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "MASTER_PORT": str(port)}
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        proc = run_two_task_sweep(tmp_path, timeout=300, MASTER_PORT=str(port))
     assert proc.returncode != 0
     assert re.search(r"SLURM job \d+ ended \(FAILED\) without a result", proc.stderr), proc.stderr[-3000:]
     with (tmp_path / "multirun_outputs" / "ddp" / "runs.csv").open() as f:
         (row,) = csv.DictReader(f)
     assert row["status"] == "failed" and "address already in use" in row["error"]
+
+
+def run_two_task_sweep(tmp_path: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """One 3-step run as a two-task SLURM job (sweep `ddp`), with a 4-minute job limit."""
+    cmd = [sys.executable, "-m", "gptx.train", "-m", *SLURM, "hydra.launcher.tasks_per_node=2",
+           "hydra.launcher.timeout_min=4", "sweep=ddp", "init_seed=42", *TINY, "train.max_steps=3"]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **env})
 
 
 def task_logs(sweep: Path) -> str:
