@@ -40,7 +40,7 @@ WINNERS = ["grad_clip", "no_dropout", "qkv_bias", "lr_schedule", "weight_decay"]
 # The study's noise runs as (init_seed, train_seed).
 NOISE_RUNS = {(42, None), (22, None), (67, None), (42, 23), (42, 67), (22, 23), (67, 23)}
 SEEDS = (22, 42, 67)
-MINIATURE_STEPS = 2000
+MINIATURE_STEPS = 3000
 # What each sweep preset must run, as (arm, init_seed, train_seed).
 SWEEPS = {
     "interventions": {(arm, 42, None) for arm in STUDY_ARMS},
@@ -176,7 +176,7 @@ def test_the_miniature_baseline_is_the_studys_recipe():
     t, m = cfg.train, cfg.model
     assert (t.lr, t.lr_schedule.value, t.weight_decay, t.grad_clip, m.dropout) == (0.0004, "constant", 0.1, None, 0.1)
     assert (m.qkv_bias, m.weight_tying, cfg.intervention_names) == (False, False, ["baseline"])
-    assert (m.n_layers, m.n_heads, m.d_model, m.context_length, meta_parameters(cfg)) == (4, 4, 128, 64, 816_640)
+    assert (m.n_layers, m.n_heads, m.d_model, m.context_length, meta_parameters(cfg)) == (2, 4, 192, 64, 926_208)
 
 
 def test_the_peer_check_is_nanogpts_cpu_recipe():
