@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from gptx.analysis.arms import name_arms, read_study_base
 from gptx.analysis.report import markdown, table
 from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
 from gptx.analysis.sequential import Plan, replay, with_sequential_verdicts
@@ -22,13 +23,20 @@ from gptx.files import ADAPTIVE_FILE, RUNS_CSV
 
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
-                 seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True) -> dict:
+                 seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True,
+                 strict_baseline: bool = False) -> dict:
     """Analyse every result.json below `paths` and write report.md, runs.csv, summary.json and (unless
-    plots=False) noise.png and curves.png into `out_dir`; return the summary."""
+    plots=False) noise.png and curves.png into `out_dir`; return the summary. With `strict_baseline` (a
+    baseline named on the command line) a baseline that is no arm is refused before anything is written."""
     runs = load_runs([Path(p) for p in paths], metric)
     if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
         raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
+    notes = name_arms(runs, read_study_base([Path(p) for p in paths]))
+    arms = sorted({r.arm for r in runs if r.result})
+    if strict_baseline and baseline not in arms:
+        raise UserError(f"--baseline {baseline!r} is not an arm of these runs; the arms: {', '.join(arms)}")
     summary = analyze(runs, baseline, metric, seed, min_effect)
+    summary["warnings"] = notes + list(summary.get("warnings") or [])
     adaptive = _adaptive_plan(paths)
     if adaptive is not None:
         summary = with_sequential_verdicts(summary, replay(runs, adaptive))
@@ -70,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: analyse, print the table, write the report files; user errors print one line, exit 2."""
     parser = _Parser(prog="python -m gptx.analyze", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="sweep or run folders holding result.json")
-    parser.add_argument("--baseline", default="baseline", help="arm the interventions are compared with")
+    parser.add_argument("--baseline", default=None,
+                        help="arm the others are compared with, as the report names it (default: baseline, the "
+                             "sweep's base config; e.g. 'train.lr=0.0004')")
     parser.add_argument("--metric", default="test_loss", help="result.json field to analyse (lower: better)")
     parser.add_argument("--out", type=Path, help="output folder (default: the PATH, when only one is given)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -84,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.min_effect > 0:
             raise UserError(f"--min-effect must be a positive number, got {args.min_effect}")
         out = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent)
-        summary = write_report(args.paths, out, args.baseline, args.metric, args.seed, args.min_effect,
-                               plots=not args.no_plots)
+        summary = write_report(args.paths, out, args.baseline or "baseline", args.metric, args.seed,
+                               args.min_effect, plots=not args.no_plots, strict_baseline=args.baseline is not None)
     except UserError as e:
         print(f"gptx.analyze: error: {e}", file=sys.stderr)
         return 2

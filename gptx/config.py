@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys that say where or how a run is filed or saved, not what it computes: left out of
-# `config_sha256`, so changing them never orphans a checkpoint or a completed run.
+# `config_sha256`, so changing them never orphans a checkpoint or a completed run, and out of a run's arm
+# (docs/analysis.md, "Inputs"). The one list of them.
 NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "train.checkpoint_minutes", "logger",
                      "optimized_metric", "output_root")
 
@@ -443,7 +444,7 @@ def _without(tree: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, An
     return out
 
 
-def from_dictconfig(cfg: DictConfig) -> GptxConfig:
+def from_dictconfig(cfg: DictConfig, interventions: dict[str, dict[str, Any]] | None = None) -> GptxConfig:
     """Convert the composed config into validated dataclasses and check the interventions took effect.
 
     A key outside the schema (Hydra's `+train.foo=1` adds one past struct mode) is refused: a run must never
@@ -463,7 +464,7 @@ def from_dictconfig(cfg: DictConfig) -> GptxConfig:
     schema = OmegaConf.structured(GptxConfig)
     merged = OmegaConf.merge(schema, cfg)
     typed: GptxConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    check_interventions_applied(to_plain_dict(merged))
+    check_interventions_applied(to_plain_dict(merged), interventions)
     return typed
 
 
@@ -483,29 +484,36 @@ def unknown_keys(tree: dict[str, Any], cls: type = GptxConfig, prefix: str = "")
 
 
 def intervention_settings(name: str) -> dict[str, Any]:
-    """The dotted keys and values an intervention's YAML sets (besides its own name)."""
-    path = CONF_DIR / "intervention" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown intervention {name!r}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    raw.pop("intervention", None)  # type: ignore[union-attr]
-    return flatten(raw)  # type: ignore[arg-type]
+    """The dotted keys and values one of gptx's own interventions sets (its defaults list included)."""
+    from gptx.interventions import FolderSource, SearchPath  # gptx.interventions builds on this module
+
+    return SearchPath([FolderSource(CONF_DIR)]).load(name).settings
 
 
-def check_interventions_applied(plain: dict[str, Any]) -> None:
+def check_interventions_applied(plain: dict[str, Any], settings: dict[str, dict[str, Any]] | None = None) -> None:
     """Fail when a chosen intervention's values were overridden later in composition.
 
-    A choice that silently changes nothing (e.g. a preset or the command line setting train.lr after
-    lr_schedule set it) is the worst bug a noise study can have, so it is an error, not a warning.
+    `settings` maps each intervention to what it sets, as read from the config search path (gptx.train) or
+    from the run folder's record (a reproduction); without it, gptx's own intervention files are read.
     """
-    effective = flatten(plain)
-    for name in plain.get("intervention", {}):
-        for key, wanted in intervention_settings(name).items():
-            if effective.get(key) != wanted:
-                raise ConfigError(
-                    f"intervention {name!r} sets {key}={wanted!r} but the composed config has "
-                    f"{key}={effective.get(key)!r}: a later preset or command-line override undoes it"
-                )
+    from gptx.interventions import check_applied
+
+    if settings is None:
+        settings = {name: intervention_settings(name) for name in plain.get("intervention", {})}
+    check_applied(flatten(plain), settings)
+
+
+# Keys that are not part of what an arm is: its seeds and repeat index (the noise the report measures),
+# and the `intervention` mapping, which only labels the arm (what its interventions set is in the keys).
+ARM_EXCLUDED_KEYS = ("init_seed", "train_seed", "data_seed", "replica", "intervention")
+
+
+def arm_settings(plain: dict[str, Any]) -> dict[str, Any]:
+    """What makes a run's arm: every semantic key (dotted) but the seeds, the repeat index and the label.
+
+    Two runs with equal arm settings differ only by noise; any other difference makes them two arms.
+    """
+    return flatten(_without(plain, NON_SEMANTIC_KEYS + ARM_EXCLUDED_KEYS))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -27,6 +27,7 @@ HYDRA_DIR = ".hydra"  # the composed config, Hydra's settings, the overrides
 CONFIG_FILE = Path(HYDRA_DIR) / "config.yaml"
 HYDRA_FILE = Path(HYDRA_DIR) / "hydra.yaml"
 OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
+INTERVENTIONS_FILE = Path(HYDRA_DIR) / "interventions.yaml"  # each applied intervention's file, source, settings
 CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints (their inside is gptx.checkpoint's)
 REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
 REPRODUCTION_FILE = "reproduction.json"  # a reproduction's verdict, in its folder
@@ -37,6 +38,7 @@ SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYY
 # A sweep's folder.
 RUNS_CSV = "runs.csv"  # a sweep's table of runs
 LOCK_FILE = ".sweep.lock"  # held by the launch that owns the sweep
+STUDY_FILE = "study.json"  # the sweep's base config (its baseline arm), written by its first launch
 ADAPTIVE_FILE = "adaptive.json"  # an adaptive sweep's plan and where it stands; written by its sweeper only
 
 # Token files (nanoGPT's raw uint16 .bin, or llm.c's with a header of 256 int32: magic, version, n_tokens).

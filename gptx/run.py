@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from gptx import checkpoint as ckpt
 from gptx.allocator import keep_freed_memory
-from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
+from gptx.config import ConfigError, GptxConfig, arm_settings, config_sha256, intervention_settings, to_plain_dict
 from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
 from gptx.faults import maybe_fire
@@ -103,6 +103,17 @@ def record_failure(run_dir: Path, error: Exception, before_start: BeforeStart | 
         RunFolder(run_dir, before_start=before_start).fail(*_describe(error))
 
 
+def _packaged_settings(cfg: GptxConfig) -> dict[str, dict[str, Any]]:
+    """What each of the run's interventions sets, from gptx's own files (those it has)."""
+    found = {}
+    for name in cfg.intervention:
+        try:
+            found[name] = intervention_settings(name)
+        except ConfigError:
+            continue
+    return found
+
+
 def _describe(error: Exception) -> tuple[str, str | None]:
     """The error line for result.json, and the traceback unless it is a user error."""
     if isinstance(error, USER_ERRORS):
@@ -111,11 +122,14 @@ def _describe(error: Exception) -> tuple[str, str | None]:
 
 
 def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
-          record_errors: bool = False) -> dict[str, Any]:
+          record_errors: bool = False, intervention_settings: dict[str, dict[str, Any]] | None = None
+          ) -> dict[str, Any]:
     """Train (or resume, or skip if already completed) one run in run_dir; returns its result.
 
     `before_start` runs on the main rank once the run is known to run (the Hydra entry writes `.hydra/`
     then). A crash is recorded as `failed`; with `record_errors` (a sweep) a user error is too.
+    `intervention_settings` (what each applied intervention sets) goes into result.json, so the analysis
+    can tell an intervention's own keys from other differences between arms; None reads gptx's own files.
     """
     try:
         world = init_world(resolve_device(cfg.train.device).type == "cuda")
@@ -128,7 +142,7 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
         run_dir = Path(broadcast_object(world, str(run_dir)))  # type: ignore[arg-type]
         folder = RunFolder(run_dir, world.is_main, before_start)
         try:
-            return _train(cfg, folder, world)
+            return _train(cfg, folder, world, intervention_settings)
         except Exception as err:
             if record_errors or not isinstance(err, USER_ERRORS):
                 folder.fail(*_describe(err))
@@ -137,7 +151,8 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
         shutdown(world)
 
 
-def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
+def _train(cfg: GptxConfig, folder: RunFolder, world: World,
+           intervention_settings: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     if not world.is_main:  # rank 0 speaks for the run; the others only warn
         logging.getLogger("gptx").setLevel(logging.WARNING)
     run_dir, previous = folder.path, folder.previous
@@ -162,7 +177,9 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
-            "world_size": world.size}
+            "world_size": world.size, "arm_settings": arm_settings(plain),
+            "intervention_settings": intervention_settings if intervention_settings is not None
+            else _packaged_settings(cfg)}
     start = time.perf_counter()
     allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)

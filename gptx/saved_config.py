@@ -22,8 +22,16 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gptx.config import CONF_DIR, RETIRED_KEYS, ConfigError, GptxConfig, check_interventions_applied, to_plain_dict
-from gptx.files import CONFIG_FILE, HYDRA_FILE, MODEL_FILE
+from gptx.config import (
+    CONF_DIR,
+    RETIRED_KEYS,
+    ConfigError,
+    GptxConfig,
+    check_interventions_applied,
+    intervention_settings,
+    to_plain_dict,
+)
+from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, MODEL_FILE
 
 MAX_YAML_BYTES = 1 << 20
 # Files that can run code when loaded: never opened, only reported.
@@ -53,11 +61,39 @@ def load_run_config(run_dir: str | Path, warn: Warn = print_warning) -> GptxConf
     for path in pickle_files(run_dir):
         warn(f"{path} may hold a pickle; gptx never opens it (weights come only from safetensors)")
     source, text = _saved_config_text(run_dir)
-    return config_from_text(text, source, warn)
+    return config_from_text(text, source, warn, recorded_interventions(run_dir))
 
 
-def config_from_text(text: str, source: str | Path, warn: Warn = print_warning) -> GptxConfig:
-    """A saved config (YAML text) as plain data: schema keys only, no tags, interpolations or targets."""
+def recorded_interventions(run_dir: str | Path) -> dict[str, dict[str, Any]] | None:
+    """What each intervention of the run set, as its folder recorded it (`.hydra/interventions.yaml`).
+
+    None when the folder has no record (a run of an older gptx: gptx's own intervention files are used).
+    The record is data, checked for shape; it is only ever compared with the saved config.
+    """
+    path = Path(run_dir) / INTERVENTIONS_FILE
+    if not path.is_file():
+        return None
+    tree = parse_safe_yaml(_read_text(path), path)
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of intervention names")
+    out = {}
+    for name, item in tree.items():
+        settings = item.get("settings") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not INTERVENTION_NAME.fullmatch(name) or not isinstance(settings, dict):
+            raise ConfigError(f"{path}: entry {name!r} is not an intervention record")
+        for key, value in settings.items():
+            _check_leaf(f"{name}.settings.{key}", value, str(path))
+        out[name] = settings
+    return out
+
+
+def config_from_text(text: str, source: str | Path, warn: Warn = print_warning,
+                     interventions: dict[str, dict[str, Any]] | None = None) -> GptxConfig:
+    """A saved config (YAML text) as plain data: schema keys only, no tags, interpolations or targets.
+
+    `interventions` (from the run folder's record) lists the interventions it may name beside gptx's own,
+    with what each sets.
+    """
     tree = parse_safe_yaml(text, source)
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(tree).__name__}")
@@ -65,7 +101,7 @@ def config_from_text(text: str, source: str | Path, warn: Warn = print_warning) 
         if _pop_dotted(tree, dotted):
             warn(f"{source} has {dotted}, no longer a config key ({why}); ignored")
     missing: list[str] = []
-    _check_tree(tree, GptxConfig, "", missing, source)
+    _check_tree(tree, GptxConfig, "", missing, source, set(interventions or ()))
     for key in missing:
         warn(f"{source} has no {key}; using the current default (saved by an older gptx?)")
     try:
@@ -76,7 +112,9 @@ def config_from_text(text: str, source: str | Path, warn: Warn = print_warning) 
         raise ConfigError(f"{source}: {where}{_first_line(err)}") from None
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
-    check_interventions_applied(to_plain_dict(typed))
+    plain = to_plain_dict(typed)
+    check_interventions_applied(plain, {name: (interventions or {}).get(name) or intervention_settings(name)
+                                        for name in plain.get("intervention", {})})
     return typed
 
 
@@ -187,7 +225,8 @@ def _pop_dotted(tree: dict, dotted: str) -> bool:
     return True
 
 
-def _check_tree(tree: dict, schema: type, prefix: str, missing: list[str], source: str) -> None:
+def _check_tree(tree: dict, schema: type, prefix: str, missing: list[str], source: str,
+                recorded: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     """Every key a schema field, every section a mapping, every leaf a plain value without `${`."""
     hints = typing.get_type_hints(schema)
     fields = {f.name for f in dataclasses.fields(schema)}
@@ -200,18 +239,18 @@ def _check_tree(tree: dict, schema: type, prefix: str, missing: list[str], sourc
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {path} must be a mapping, got {_describe(value)}")
-            _check_tree(value, hints[key], f"{path}.", missing, source)
+            _check_tree(value, hints[key], f"{path}.", missing, source, recorded)
         elif key == "intervention" and not prefix:
-            _check_interventions(value, source)
+            _check_interventions(value, source, recorded)
         else:
             _check_leaf(path, value, source)
     missing.extend(f"{prefix}{name}" for name in sorted(fields - set(tree)))
 
 
-def _check_interventions(value: Any, source: str) -> None:
+def _check_interventions(value: Any, source: str, recorded: set[str]) -> None:
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: intervention must be a mapping of name to description")
-    known = {p.stem for p in (CONF_DIR / "intervention").glob("*.yaml")}
+    known = {p.stem for p in (CONF_DIR / "intervention").glob("*.yaml")} | recorded
     for name, description in value.items():
         if not isinstance(name, str) or not INTERVENTION_NAME.fullmatch(name) or name not in known:
             raise ConfigError(f"{source}: unknown intervention {name!r}; known: {', '.join(sorted(known))}")

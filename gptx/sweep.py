@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gptx.analysis.runs import load_runs, write_runs_csv
-from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV
+from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, write_atomic
 
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
 FINAL_STATUSES = ("completed", "diverged", "failed")
@@ -150,7 +150,10 @@ class SweepCallback(Callback):
             first_line = (str(e) or type(e).__name__).splitlines()[0]
             sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
         self.created = not Path(self.sweep_dir).exists()
+        base, study = check_one_study(config, Path(self.sweep_dir))
         lock_sweep(self.sweep_dir)
+        if study is not None:
+            write_atomic(Path(self.sweep_dir) / STUDY_FILE, (json.dumps(study, indent=2) + "\n").encode())
         self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
         self.finished = False
         # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
@@ -208,6 +211,76 @@ class SweepCallback(Callback):
         sys.stdout.flush()
         unlock_sweep(sweep_dir)
         return failed
+
+
+def swept_values(config: DictConfig) -> dict[str, list]:
+    """The keys this multirun varies (command line and hydra.sweeper.params), with their values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    swept: dict[str, list] = {}
+    for line in lines:
+        try:
+            override = OverridesParser.create().parse_override(str(line))
+            if override.is_sweep_override():
+                swept[override.key_or_group.lstrip("+~")] = list(override.sweep_iterator())
+        except Exception:  # noqa: BLE001 - a sweep form gptx cannot enumerate (glob, interval) checks nothing
+            continue
+    return swept
+
+
+def check_one_study(config: DictConfig, sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A sweep folder holds one study: refuse (one line, nothing written) a launch whose base config differs
+    from the folder's in a key it does not sweep; warn when no run of the launch can be the baseline.
+
+    Returns the launch's base arm settings and the study.json to write (None when the folder has one).
+    """
+    from gptx.analysis.arms import existing_base, missing_baseline, read_study_base, study_conflicts
+    from gptx.config import arm_settings
+
+    plain = {key: OmegaConf.to_container(config[key], resolve=True) if OmegaConf.is_config(config[key])
+             else config[key] for key in config if key != "hydra"}
+    interventions = [n for n in (plain.get("intervention") or {}) if n != "baseline"]
+    # the base config less what its own interventions set: a launch of `intervention=grad_clip` alone and
+    # one sweeping `intervention=baseline,grad_clip` share the same base
+    set_by = {k for name in interventions for k in _intervention_keys(name)}
+    base = {k: v for k, v in arm_settings(plain).items() if k not in set_by}
+    swept = swept_values(config)
+    recorded = read_study_base([sweep_dir])
+    runs = load_runs([sweep_dir], require=False) if sweep_dir.is_dir() else []
+    old = existing_base(runs, recorded)
+    if old is not None:
+        conflicts = study_conflicts(old, base, swept)
+        if conflicts:
+            sys.exit(f"gptx: error: {sweep_dir} holds another study ({'; '.join(conflicts)}); its runs and "
+                     "this launch's would be mixed in one report: pick another sweep=NAME, or sweep the key "
+                     "with both values to compare them as arms")
+    missing = missing_baseline(base, interventions, swept)
+    has_baseline = any(r.arm == "baseline" and r.included for r in runs)
+    if missing and not has_baseline:
+        print(f"gptx: warning: no run of this sweep is the baseline (the base config at {', '.join(missing)}), "
+              f"so the report will have nothing to compare the arms with: add it to the sweep "
+              f"(e.g. {_with_value(missing[0], swept)})", file=sys.stderr)
+    return base, None if recorded is not None else {"base_settings": base, "base_interventions": interventions}
+
+
+def _intervention_keys(name: str) -> set[str]:
+    """The keys an intervention sets, from the config search path of the running app (else gptx's own)."""
+    from gptx.config import intervention_settings
+    from gptx.interventions import SearchPath
+
+    for load in (lambda: SearchPath().load(name).settings, lambda: intervention_settings(name)):
+        try:
+            return set(load())
+        except Exception:  # noqa: BLE001 - no Hydra app running, or not one of gptx's files
+            continue
+    return set()
+
+
+def _with_value(item: str, swept: dict[str, list]) -> str:
+    key, _, value = item.partition("=")
+    return f"{key}={','.join([value, *map(str, swept.get(key, []))])}"
 
 
 def _write_report(sweep_dir: Path) -> None:

@@ -16,19 +16,20 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gptx.config import CONF_DIR, GptxConfig, from_dictconfig, normalize_overrides, register_schema
+from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, normalize_overrides, register_schema
 from gptx.distributed import several_processes
-from gptx.files import CONFIG_FILE, HYDRA_FILE, OVERRIDES_FILE, disk_full, write_atomic
+from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, disk_full, write_atomic
+from gptx.interventions import SearchPath, requested_names, resolve
 from gptx.naming import register_resolvers
 from gptx.run import USER_ERRORS, record_failure, train
 
 log = logging.getLogger("gptx.train")
 
 
-def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
-    """Write .hydra/{config,hydra,overrides}.yaml ourselves, only for runs that actually run.
+def save_hydra_files(run_dir: Path, cfg: DictConfig, interventions: dict[str, Any]) -> None:
+    """Write .hydra/{config,hydra,overrides,interventions}.yaml ourselves, only for runs that actually run.
 
     Hydra would rewrite them on every launch, touching completed runs that a relaunch skips.
     """
@@ -36,6 +37,37 @@ def save_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
     write_atomic(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg).encode())
     write_atomic(run_dir / HYDRA_FILE, OmegaConf.to_yaml({"hydra": hydra_cfg}).encode())
     write_atomic(run_dir / OVERRIDES_FILE, OmegaConf.to_yaml(list(hydra_cfg.overrides.task)).encode())
+    # every file read, the chosen ones and those their defaults lists named
+    write_atomic(run_dir / INTERVENTIONS_FILE, OmegaConf.to_yaml(
+        {name: {**item.record(), "chosen": name in cfg.intervention} for name, item in interventions.items()}
+    ).encode())
+
+
+def chosen_interventions(cfg: DictConfig) -> dict[str, Any]:
+    """The interventions this run applies, read from Hydra's config sources; `cfg.intervention` keeps just them.
+
+    A name that arrived only through another intervention's defaults list is dropped from the mapping, so
+    the run's arm is the file that was chosen (lr_schedule_peak_1e-3, not lr_schedule+lr_schedule_peak_1e-3).
+    """
+    hydra_cfg = HydraConfig.get()
+    search = SearchPath()
+    chosen = resolve(list(cfg.get("intervention") or {}),
+                     requested_names(list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.get("intervention")),
+                     search)
+    with open_dict(cfg):
+        cfg.intervention = {name: item.description for name, item in chosen.items()}
+    return {**search.loaded, **chosen}
+
+
+def refuse_sweep_preset_without_multirun() -> None:
+    """A preset that sweeps (hydra.sweeper.params) run without -m would train one run and stop: refuse it."""
+    hydra_cfg = HydraConfig.get()
+    params = hydra_cfg.sweeper.get("params") if "sweeper" in hydra_cfg else None
+    if hydra_cfg.mode != RunMode.MULTIRUN and params:
+        preset = hydra_cfg.runtime.choices.get("experiment")
+        what = f"experiment={preset}" if preset else "this config"
+        raise ConfigError(f"{what} is a sweep (it varies {', '.join(map(str, params))}): run it with -m, "
+                          "e.g. python -m gptx.train -m " + (f"experiment={preset}" if preset else "..."))
 
 
 register_schema()
@@ -48,13 +80,19 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
 
+    interventions: dict[str, Any] = {}
+
     def save_hydra() -> None:
-        save_hydra_files(run_dir, cfg)
+        save_hydra_files(run_dir, cfg, interventions)
 
     typed: GptxConfig | None = None
     try:
-        typed = from_dictconfig(cfg)
-        result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun)
+        refuse_sweep_preset_without_multirun()
+        interventions = chosen_interventions(cfg)
+        settings = {name: interventions[name].settings for name in cfg.intervention}
+        typed = from_dictconfig(cfg, settings)
+        result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun,
+                       intervention_settings=settings)
     except USER_ERRORS as err:
         print(f"gptx: error: {err}", file=sys.stderr)
         if not multirun:

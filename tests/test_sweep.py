@@ -184,13 +184,15 @@ def test_launches_that_vary_other_keys_never_share_a_folder_and_find_their_runs_
     sweep = tmp_path / "multirun_outputs" / "grow"
     assert run_app("sweep=grow", "mode=ok", "init_seed=1,2", cwd=tmp_path).returncode == 0
     assert run_folders(sweep) == ["init_seed=1", "init_seed=2"]
-    # Another arm on its own: its short names hold the first arm's runs, so it is named in full.
-    assert run_app("sweep=grow", "mode=fine", "init_seed=1", cwd=tmp_path).returncode == 0
-    assert run_folders(sweep) == ["init_seed=1", "init_seed=1,mode=fine", "init_seed=2"]
-    # The whole grid: each job goes back to the folder that holds its run; only the new one runs.
+    # Another value of a key the study shares, on its own, is another study: refused, nothing written.
+    refused = run_app("sweep=grow", "mode=fine", "init_seed=1", cwd=tmp_path)
+    assert refused.returncode != 0 and "holds another study (mode=ok there, fine in this launch)" in refused.stderr
+    assert run_folders(sweep) == ["init_seed=1", "init_seed=2"]
+    # Sweeping it is asking for the new arm: its short names hold the first arm's runs, so it is named in
+    # full, and each job of the first arm goes back to the folder that holds its run.
     grid = run_app("sweep=grow", "mode=ok,fine", "init_seed=1,2", cwd=tmp_path)
     assert grid.returncode == 0, grid.stderr[-2000:]
-    assert grid.stdout.count("\nskipped ") == 3  # the stand-in app's word for a completed run it left alone
+    assert grid.stdout.count("\nskipped ") == 2  # the stand-in app's word for a completed run it left alone
     assert run_folders(sweep) == ["init_seed=1", "init_seed=1,mode=fine", "init_seed=2", "init_seed=2,mode=fine"]
     by_folder = {p.parent.name: json.loads(p.read_text())["init_seed"] for p in sweep.glob("*/result.json")}
     assert by_folder["init_seed=2"] == 2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gptx.analysis.arms import name_arms, read_study_base
 from gptx.files import METRICS_FILE, REPRODUCTIONS_DIR, RESULT_FILE, TEST_LOSSES_FILE, write_atomic
 
 # runs.csv, one row a run folder; this module is its only writer (the sweep callback and gptx.analyze
@@ -41,6 +42,10 @@ class Run:
     value: float | None = None
     reason: str | None = None  # why the run is left out of the statistics
     seeds: tuple = field(default=(None, None, None))  # (init_seed, train_seed, data_seed)
+    label: str = ""  # the interventions' name (result.json's `arm`); `arm` names the configuration
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.arm
 
     @property
     def included(self) -> bool:
@@ -185,7 +190,8 @@ def _incomplete_why(r: Run) -> str:
 def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True) -> list[Run]:
     """Every run below `paths`: each result.json, and each run folder killed before it wrote one.
 
-    With require=False a path without any result.json is not an error (a sweep whose jobs all died).
+    Each run's arm is its configuration (gptx.analysis.arms), named against the sweep's recorded base
+    config. With require=False a path without any result.json is not an error (a sweep whose jobs all died).
     """
     paths = [Path(p) for p in paths]
     try:
@@ -194,9 +200,11 @@ def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True
         if require:
             raise
         files = []
-    return [load_run(f, metric) for f in files] + [
+    runs = [load_run(f, metric) for f in files] + [
         Run(d, {}, "?", "running", reason="incomplete: no result.json (killed before writing one)")
         for d in find_unfinished(paths)]
+    name_arms(runs, read_study_base(paths))
+    return runs
 
 
 def write_runs_csv(runs: list[Run], path: Path) -> None:

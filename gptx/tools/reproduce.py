@@ -28,6 +28,7 @@ from gptx.checkpoint import CheckpointError
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.files import (
     CONFIG_FILE,
+    INTERVENTIONS_FILE,
     MODEL_FILE,
     REPRODUCTION_FILE,
     REPRODUCTIONS_DIR,
@@ -38,7 +39,7 @@ from gptx.files import (
     write_json,
 )
 from gptx.hardware import environment
-from gptx.saved_config import hydra_yaml_report, load_run_config
+from gptx.saved_config import hydra_yaml_report, load_run_config, recorded_interventions
 from gptx.tools.compare import (
     CompareError,
     WeightsComparison,
@@ -186,13 +187,17 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
     print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
     write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
+    recorded = recorded_interventions(run_dir)
+    if recorded is not None:  # the intervention files travel with the run, not with the user's folder
+        write_atomic(target / INTERVENTIONS_FILE, (run_dir / INTERVENTIONS_FILE).read_bytes())
     report: dict[str, Any] = {
         "original": str(run_dir.resolve()), "reproduction": str(target.resolve()), "verdict": None,
         "strict_env": strict_env, "config_sha256_matches": cfg_matches,
         "environment_differences": env_diffs, "hydra_yaml_ignored": hydra_lines,
     }
     try:
-        result = _train_logged(cfg, target)
+        result = _train_logged(cfg, target, {name: recorded[name] for name in cfg.intervention}
+                               if recorded is not None else None)
     except (ConfigError, CheckpointError):
         # Refused before training (say, its data.path is gone): no stub folder stays behind.
         shutil.rmtree(target, ignore_errors=True)
@@ -278,7 +283,8 @@ def verdict_lines(report: dict[str, Any], tensors: WeightsComparison | None) -> 
     return lines
 
 
-def _train_logged(cfg: GptxConfig, target: Path) -> dict[str, Any]:
+def _train_logged(cfg: GptxConfig, target: Path,
+                  intervention_settings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """train() with its log on stderr and in target/train.log, as a Hydra run would have it."""
     from gptx.run import train
 
@@ -291,7 +297,7 @@ def _train_logged(cfg: GptxConfig, target: Path) -> dict[str, Any]:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return train(cfg, target)
+        return train(cfg, target, intervention_settings=intervention_settings)
     finally:
         logger.setLevel(level)
         for handler in handlers:
