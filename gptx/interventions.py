@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 from gptx.config import CONF_DIR, ConfigError, flatten
@@ -66,7 +67,9 @@ def _split(raw: dict[str, Any], name: str, where: str) -> tuple[list[str], str |
 
 
 def _file_text(source: Any, path: str, config: Any) -> str:
-    """The file's own text when it is a file; else its YAML as loaded (a packaged config)."""
+    """The file's own text when it is a file (or a record of one); else its YAML as loaded (a packaged config)."""
+    if isinstance(source, RecordSource):
+        return source.text(path)
     base = str(getattr(source, "path", ""))
     if getattr(source, "scheme", lambda: "")() == "file":
         try:
@@ -83,7 +86,12 @@ class SearchPath:
         if sources is None:
             from hydra.core.global_hydra import GlobalHydra
 
-            sources = GlobalHydra.instance().config_loader().get_sources()
+            found = list(GlobalHydra.instance().config_loader().get_sources())
+            # after Hydra's own: the record a run folder keeps (`--config-path RUN_DIR/.hydra` reruns a run
+            # whose intervention files are elsewhere or gone), then gptx's own files
+            records = [RecordSource(Path(s.path) / "interventions.yaml") for s in found
+                       if getattr(s, "scheme", lambda: "")() == "file"]
+            sources = found + [r for r in records if r.records] + [FolderSource(CONF_DIR)]
         self.sources = sources
         self._cache: dict[str, Intervention] = {}
 
@@ -136,6 +144,29 @@ class FolderSource:
 
     def load_config(self, path: str) -> Any:
         return SimpleNamespace(config=OmegaConf.load(Path(self.path) / f"{path}.yaml"))
+
+
+class RecordSource:
+    """The intervention files a run folder recorded (`.hydra/interventions.yaml`), read like a config source."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        try:
+            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            tree = None
+        self.records = {str(k): v["text"] for k, v in (tree or {}).items()
+                        if isinstance(tree, dict) and isinstance(v, dict) and isinstance(v.get("text"), str)}
+
+    def is_config(self, path: str) -> bool:
+        group, _, name = path.partition("/")
+        return group == GROUP and name in self.records
+
+    def text(self, path: str) -> str:
+        return self.records[path.partition("/")[2]]
+
+    def load_config(self, path: str) -> Any:
+        return SimpleNamespace(config=OmegaConf.create(yaml.safe_load(self.text(path)) or {}))
 
 
 def resolve(names: list[str], requested: list[str], search: SearchPath) -> dict[str, Intervention]:

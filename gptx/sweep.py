@@ -141,6 +141,7 @@ class SweepCallback(Callback):
         self.before: dict[str, tuple[int | None, int | None]] = {}
         self.finished = True
         self.created = False  # whether this launch created the sweep folder
+        self.study: dict[str, Any] | None = None  # study.json to write at the end, when the folder has none
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Lock the sweep folder and note each existing run's state, to tell later what this launch did."""
@@ -150,10 +151,8 @@ class SweepCallback(Callback):
             first_line = (str(e) or type(e).__name__).splitlines()[0]
             sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
         self.created = not Path(self.sweep_dir).exists()
-        base, study = check_one_study(config, Path(self.sweep_dir))
+        self.study = check_one_study(config, Path(self.sweep_dir))
         lock_sweep(self.sweep_dir)
-        if study is not None:
-            write_atomic(Path(self.sweep_dir) / STUDY_FILE, (json.dumps(study, indent=2) + "\n").encode())
         self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
         self.finished = False
         # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
@@ -197,6 +196,9 @@ class SweepCallback(Callback):
             ran += 1
             if row["status"] not in OK_STATUSES:
                 failed.append(row["run"])
+        if self.study is not None and not (sweep_dir / STUDY_FILE).exists():
+            # at the end, so a launch refused before any job ran (a sweeper's bad plan) writes nothing
+            write_atomic(sweep_dir / STUDY_FILE, (json.dumps(self.study, indent=2) + "\n").encode())
         # runs.csv has one writer, the analysis's: first here, so a failing report cannot hide it; the
         # report then writes the same rows through the same function.
         write_runs_csv(load_runs([sweep_dir], require=False), sweep_dir / RUNS_CSV)
@@ -230,11 +232,11 @@ def swept_values(config: DictConfig) -> dict[str, list]:
     return swept
 
 
-def check_one_study(config: DictConfig, sweep_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | None:
     """A sweep folder holds one study: refuse (one line, nothing written) a launch whose base config differs
     from the folder's in a key it does not sweep; warn when no run of the launch can be the baseline.
 
-    Returns the launch's base arm settings and the study.json to write (None when the folder has one).
+    Returns the study.json to write (None when the folder has one): the launch's base arm settings.
     """
     from gptx.analysis.arms import existing_base, missing_baseline, read_study_base, study_conflicts
     from gptx.config import arm_settings
@@ -258,11 +260,12 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> tuple[dict[str, Any]
                      "with both values to compare them as arms")
     missing = missing_baseline(base, interventions, swept)
     has_baseline = any(r.arm == "baseline" and r.included for r in runs)
-    if missing and not has_baseline:
+    basic = str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper")
+    if missing and not has_baseline and basic:  # other sweepers plan their own arms (adaptive checks its baseline)
         print(f"gptx: warning: no run of this sweep is the baseline (the base config at {', '.join(missing)}), "
               f"so the report will have nothing to compare the arms with: add it to the sweep "
               f"(e.g. {_with_value(missing[0], swept)})", file=sys.stderr)
-    return base, None if recorded is not None else {"base_settings": base, "base_interventions": interventions}
+    return None if recorded is not None else {"base_settings": base, "base_interventions": interventions}
 
 
 def _intervention_keys(name: str) -> set[str]:

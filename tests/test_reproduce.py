@@ -254,7 +254,7 @@ def test_scenario_10_pickle_never_opened(run, tmp_path, capsys, no_unpickling):
 def test_scenario_9_a_reproduction_that_raises_is_different_with_its_traceback(run, capsys, monkeypatch):
     import gptx.run
 
-    def broken(cfg, run_dir):
+    def broken(cfg, run_dir, **kwargs):
         raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(gptx.run, "train", broken)
