@@ -244,7 +244,8 @@ def _adaptive_md(a: dict) -> list[str]:
 def markdown(summary: dict) -> str:
     """report.md: arms, verdicts, the model, noise with its caveats, floor, interactions, exclusions."""
     arms, m, base, order = summary["arms"], summary["metric"], summary["baseline"], summary["order"]
-    out = [f"# Noise report: {m}", "", f"{summary['n_runs']} result files, {summary['n_included']} in the "
+    source = "table rows" if summary.get("input") else "result files"
+    out = [f"# Noise report: {m}", "", f"{summary['n_runs']} {source}, {summary['n_included']} in the "
            f"statistics, {len(summary['excluded'])} left out (listed below). Baseline arm: `{base}`. "
            f"Lower {m} is better; arms run from worst to best. n counts distinct seed configurations "
            "(repeats averaged).", ""]

@@ -288,7 +288,8 @@ def analyze_table(table, baseline: str = "baseline", metric: str = "test_loss", 
         elif isinstance(table, list):
             records, fmt = table, "list of dicts"
         else:
-            raise UserError(f"a table is a pandas DataFrame, a list of dicts or a file path, not {type(table).__name__}")
+            raise UserError(f"a table is a pandas DataFrame, a list of dicts or a file path, not "
+                            f"{type(table).__name__}")
         runs, info = runs_from_rows([(f"row {i}", r) for i, r in enumerate(records)], metric, fmt)
         info = {**info, "format": fmt, "comments": []}
     return summarize(runs, info, baseline, metric, seed, min_effect)
