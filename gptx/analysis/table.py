@@ -64,7 +64,7 @@ def read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[str], str]:
             records = pq.read_table(path).to_pylist()
         except Exception as e:  # pyarrow raises its own error types for a damaged file
             raise UserError(f"{path}: not a readable Parquet file: {e}") from e
-        return [(f"{path} row {i}", r) for i, r in enumerate(records, 1)], [], fmt
+        return [(f"{path.name} row {i}", r) for i, r in enumerate(records, 1)], [], fmt
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -81,30 +81,32 @@ def read_rows(path: Path) -> tuple[list[tuple[str, dict]], list[str], str]:
             raise UserError(f"{path}: not JSON ({e}); a .json table is one array of objects") from e
         if not isinstance(records, list):
             raise UserError(f"{path}: a .json table is one array of objects, one a run")
-        return [(f"{path} row {i}", r) for i, r in enumerate(records, 1)], [], fmt
+        return [(f"{path.name} row {i}", r) for i, r in enumerate(records, 1)], [], fmt
     rows = []
     for n, line in _lines(text):
         try:
-            rows.append((f"{path} line {n}", json.loads(line)))
+            rows.append((f"{path.name} line {n}", json.loads(line)))
         except ValueError as e:
-            raise UserError(f"{path} line {n}: not a JSON object ({e})") from e
+            raise UserError(f"{path.name} line {n}: not a JSON object ({e})") from e
     return rows, comments, fmt
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[str, dict]]:
     """CSV rows keyed by the header; a row with more or fewer cells than the header is an error."""
     numbered = _lines(text)
+    if not numbered:
+        raise UserError(f"{path}: the table has no header line (only comments)")
     cells = list(csv.reader([line for _, line in numbered]))
     header = [h.strip() for h in cells[0]]
     if len(set(header)) != len(header) or "" in header:
         dup = next((h for h in header if header.count(h) > 1), "")
-        raise UserError(f"{path} line {numbered[0][0]}: the header " + (f"names column {dup!r} twice" if dup
+        raise UserError(f"{path.name} line {numbered[0][0]}: the header " + (f"names column {dup!r} twice" if dup
                         else "has an empty column name"))
     rows = []
     for (n, _), row in zip(numbered[1:], cells[1:]):
         if len(row) != len(header):
-            raise UserError(f"{path} line {n}: {len(row)} cells, the header has {len(header)}")
-        rows.append((f"{path} line {n}", dict(zip(header, row))))
+            raise UserError(f"{path.name} line {n}: {len(row)} cells, the header has {len(header)}")
+        rows.append((f"{path.name} line {n}", dict(zip(header, row))))
     return rows
 
 
