@@ -67,7 +67,8 @@ def _input_md(info: dict) -> list[str]:
     """Where the runs came from when they came from a table, and what the table left to assumption."""
     out = [f"The runs come from a table, `{info['table']}` ({info['format']}, {info['rows']} rows; columns "
            + ", ".join(f"`{c}`" for c in info["columns"]) + "), read as run folders would be read "
-           "(docs/analysis.md, \"A table of runs\"). What the table does not say, and the report assumed:", ""]
+           "(docs/analysis.md, \"A table of runs\"). How it was read, and what the report assumed where it "
+           "says nothing:", ""]
     out += [f"- {a}." for a in info["assumptions"]]
     if info.get("comments"):
         out += ["", "The table's comments:", ""] + [f"> {c}" if c else ">" for c in info["comments"]]
