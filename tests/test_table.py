@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +127,16 @@ def test_the_studys_numbers(tmp_path, capsys):
     assert any("derived" in n for n in s["input"]["notes"]) and any("Derived" in c for c in s["input"]["comments"])
 
 
+def test_gptx_runs_csv_reads_back_as_a_table(tmp_path):
+    copies = [*ROWS, {"arm": "grad_clip", "init_seed": 1, "test_loss": 3.68, "status": "running"}]
+    sweep = write_folders(tmp_path / "sweep", copies)
+    (sweep / "run9" / "result.json").write_text("{}")  # a torn copy: unreadable, no seeds
+    from_folders = analyze.write_report([sweep], sweep, plots=False)
+    from_table = analyze_table(sweep / "runs.csv")
+    assert [e["arm"] for e in from_table["excluded"]] == [e["arm"] for e in from_folders["excluded"]]
+    assert {**comparable(from_table), "excluded": None} == {**comparable(from_folders), "excluded": None}
+
+
 def test_the_study_table_gives_the_report_of_the_study_laid_out_as_folders(tmp_path):
     with STUDY.open() as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
@@ -221,6 +233,12 @@ def test_a_bad_table_is_one_line_naming_row_and_column_exit_2(tmp_path, capsys, 
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("gptx.analyze: error: ") and name in err
     assert sorted(tmp_path.iterdir()) == [path]  # nothing written
+
+
+def test_the_table_reader_never_imports_torch():
+    code = "import sys, gptx.analysis.table; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_a_table_with_folders_needs_to_be_alone(tmp_path):

@@ -26,7 +26,8 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"
 SEEDS = ("init_seed", "train_seed", "data_seed", "replica")
 STATUSES = ("completed", "diverged", "failed", "running", "incomplete")
 # columns with a meaning of their own; any other column holding a dot is a config key defining the arm
-RESERVED = ("arm", *SEEDS, "status", "init_weights_sha256", "final_weights_sha256", "test_losses", "note")
+RESERVED = ("arm", *SEEDS, "status", "init_weights_sha256", "final_weights_sha256", "test_losses", "note",
+            "included", "reason")
 
 
 def is_table(path: Path) -> bool:
@@ -202,21 +203,25 @@ def runs_from_rows(rows: list[tuple[str, dict]], metric: str = "test_loss", sour
     runs, seen, notes = [], {}, []
     for (where, row), arm in zip(rows, arms):
         seeds = {k: _seed(row.get(k), where, k) for k in SEEDS}
-        if seeds["init_seed"] is None:
+        status = (_text(row.get("status")) or "completed").lower()
+        if status not in STATUSES:
+            raise UserError(f"{where}, column status: {row.get('status')!r}; use one of {', '.join(STATUSES)}")
+        # gptx's own runs.csv reads as a table: its rows marked included=False stay out (duplicate copies)
+        left_out = (_text(row.get("included")) or "").lower() in ("false", "0", "no")
+        counted = status == "completed" and not left_out
+        if seeds["init_seed"] is None and counted:
             raise UserError(f"{where}, column init_seed: empty; every run needs the seed its weights were drawn from")
-        status = _text(row.get("status")) or "completed"
-        if status.lower() not in STATUSES:
-            raise UserError(f"{where}, column status: {status!r}; use one of {', '.join(STATUSES)}")
         value = _number(row.get(metric), where, metric)
-        if value is None and status.lower() == "completed":
+        if value is None and counted:
             raise UserError(f"{where}, column {metric}: empty; give the loss, or a status (failed, diverged) "
                             "for a run without one")
         key = (arm, *seeds.values())
-        if key in seen:
+        if key in seen and counted:
             raise UserError(f"{where} repeats {seen[key]} (arm {arm}, "
                             + ", ".join(f"{k} {v}" for k, v in seeds.items() if v is not None)
                             + "): a repeat of one configuration needs its own `replica` number")
-        seen[key] = where
+        if counted:
+            seen[key] = where
         folder = Path(where)
         losses = _text(row.get("test_losses"))
         if losses:
@@ -226,13 +231,15 @@ def runs_from_rows(rows: list[tuple[str, dict]], metric: str = "test_loss", sour
                                 "relative to the table)")
         extra = {k: _value(v) for k, v in row.items() if k not in RESERVED and k != metric and "." not in k}
         init_hash = _text(row.get("init_weights_sha256"))
-        result = {**extra, "arm": arm, "status": status.lower(), **seeds, metric: value,
+        seeded = seeds["init_seed"] is not None
+        result = {**extra, "arm": arm, "status": "running" if status == "incomplete" else status, **seeds,
+                  metric: value,
                   # no hash: the seed says which initial weights (the pairing assumption the report states)
-                  "init_weights_sha256": init_hash or f"init_seed={seeds['init_seed']}",
+                  "init_weights_sha256": init_hash or (f"init_seed={seeds['init_seed']}" if seeded else None),
                   "final_weights_sha256": _text(row.get("final_weights_sha256"))}
-        if status.lower() == "incomplete":  # gptx's own runs.csv: killed or unreadable
-            result["status"] = "running"
         runs.append(run_from_result(result, folder, metric))
+        if left_out and runs[-1].reason is None:
+            runs[-1].reason = _text(row.get("reason")) or "left out in the table (included is false)"
         if not _blank(row.get("note")):
             seeds_text = ", ".join(f"{k} {v}" for k, v in seeds.items() if v is not None)
             notes.append(f"{where} ({arm}, {seeds_text}): {str(row['note']).strip()}")
