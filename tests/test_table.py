@@ -177,6 +177,8 @@ def test_config_key_columns_define_the_arms(tmp_path):
     assert "the first row's configuration (model.dropout=0.1, train.lr=0.0004)" in s["input"]["assumptions"][0]
     assert s["arms"]["train.lr=0.0014"]["pairing"] == "paired"  # no hashes: pairing is what the seeds say
     assert "pairing by seed" in s["input"]["assumptions"][1]
+    renamed = [{("eval.loss" if k == "test_loss" else k): v for k, v in r.items()} for r in rows]
+    assert set(analyze_table(renamed, metric="eval.loss")["arms"]) == set(s["arms"])  # a metric is no config key
 
 
 def test_per_sequence_losses_from_a_column(tmp_path):

@@ -46,6 +46,7 @@ def _lines(text: str) -> list[tuple[int, str]]:
 
 
 def _comment(line: str) -> bool:
+    """Whether a line is a `#` comment."""
     return line.lstrip().startswith("#")
 
 
@@ -158,10 +159,11 @@ def _value(v):
 
 
 def _text(v) -> str | None:
+    """A text cell, stripped; None when empty."""
     return None if _blank(v) else str(v).strip()
 
 
-def _arms(rows: list[tuple[str, dict]], columns: list[str]) -> tuple[list[str], str]:
+def _arms(rows: list[tuple[str, dict]], columns: list[str], metric: str) -> tuple[list[str], str]:
     """Each row's arm, and how arms were found: the `arm` column, the config keys, or none (all baseline)."""
     if "arm" in columns:
         arms = []
@@ -170,7 +172,7 @@ def _arms(rows: list[tuple[str, dict]], columns: list[str]) -> tuple[list[str], 
                 raise UserError(f"{where}, column arm: empty; every run needs its arm (baseline for the baseline)")
             arms.append(str(row["arm"]).strip())
         return arms, "arms from the `arm` column"
-    keys = [c for c in columns if "." in c and c not in RESERVED]
+    keys = [c for c in columns if "." in c and c not in (*RESERVED, metric)]
     if not keys:
         return ["baseline"] * len(rows), "no `arm` column and no config-key column: every run is the baseline"
     configs = [{k: _value(row.get(k)) for k in keys} for _, row in rows]
@@ -199,7 +201,7 @@ def runs_from_rows(rows: list[tuple[str, dict]], metric: str = "test_loss", sour
         if need not in columns:
             raise UserError(f"{source}: no column {need!r}" + (" (--metric)" if need == metric else "")
                             + f"; the columns are {', '.join(columns)}")
-    arms, arms_how = _arms(rows, columns)
+    arms, arms_how = _arms(rows, columns, metric)
     runs, seen, notes = [], {}, []
     for (where, row), arm in zip(rows, arms):
         seeds = {k: _seed(row.get(k), where, k) for k in SEEDS}
