@@ -1,6 +1,6 @@
 """Plan a seed study before paying for it: the design that finds a stated effect, what it costs, and the study's.
 
-    python -m gptx.plan [PILOT_SWEEP] [--min-effect 0.01] [--power 0.8] [--alpha 0.05] [--arms 8]
+    python -m gptx.plan [PILOT_SWEEP | TABLE] [--min-effect 0.01] [--power 0.8] [--alpha 0.05] [--arms 8]
                         [--sd-init S --sd-train S] [--experiment gpt2_small_chinchilla]
                         [--gpu A100 --gpus 8 --mfu 0.4] [--price 2.0] [--sims 100] [--out DIR]
 
@@ -11,7 +11,8 @@ is planned for the requested power at --min-effect with the family-wise α split
 (--experiment, or the pilot's) over a throughput: the pilot runs' measured tokens/s, or FLOPs per token at
 --mfu of --gpus GPUs of type --gpu, or by default the study's measured 3 h 24 min on 8×A100. The adaptive
 sweeper's expected runs come from simulating it (`gptx.analysis.simulate`), so every figure is the
-report's own arithmetic. Writes plan.md and plan.json into --out (default: the pilot folder, else
+report's own arithmetic. A pilot can also be a table of runs (as `gptx.analyze TABLE` reads it). Writes
+plan.md and plan.json into --out (default: the pilot folder, `<stem>-report/` beside a pilot table, else
 ./gptx-plan).
 """
 
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from gptx.analysis import simulate, stats
+from gptx.analysis import table as tables
 from gptx.analysis.runs import UserError, load_runs
 from gptx.analysis.sequential import Plan
 from gptx.analysis.summary import analyze, jsonable
@@ -86,8 +88,8 @@ def _token_budget(experiment: str) -> tuple[int, float, str]:
 
 
 def _pilot(path: Path, baseline: str) -> dict:
-    """Variance components (with df and upper limits), arms and measured speed of a pilot sweep."""
-    runs = load_runs([path])
+    """Variance components (with df and upper limits), arms and measured speed of a pilot sweep or table."""
+    runs = tables.read_table(path)[0] if tables.is_table(path) else load_runs([path])
     summary = analyze(runs, baseline, detail=True)
     design = summary["design"]
     if not design or design["why_not_fitted"] or design["sd_train"] is None:
@@ -231,7 +233,8 @@ def markdown(p: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m gptx.plan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("pilot", nargs="?", type=Path, help="a pilot sweep folder whose noise to plan from")
+    parser.add_argument("pilot", nargs="?", type=Path,
+                        help="a pilot sweep folder, or a table of runs, whose noise to plan from")
     parser.add_argument("--min-effect", type=float, default=0.01, help="smallest Δ worth finding (default 0.01)")
     parser.add_argument("--power", type=float, default=0.8, help="power wanted at --min-effect (default 0.8)")
     parser.add_argument("--alpha", type=float, default=0.05, help="family-wise α (default 0.05)")
@@ -256,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                          ("--arms", args.arms is None or args.arms >= 1)):
             if not ok:
                 raise UserError(f"{name} is out of range ({getattr(args, name[2:].replace('-', '_'))})")
-        if args.pilot is not None and not args.pilot.is_dir():
-            raise UserError(f"{args.pilot} is not a folder")
+        if args.pilot is not None and not args.pilot.exists():
+            raise UserError(f"{args.pilot} does not exist")
         p = make_plan(args)
-        out = args.out or (args.pilot if args.pilot else Path("gptx-plan"))
+        out = args.out or (Path("gptx-plan") if not args.pilot else
+                           tables.report_dir(args.pilot) if tables.is_table(args.pilot) else args.pilot)
         text = markdown(p)
         try:
             write_atomic(out / "plan.json", (json.dumps(jsonable(p), indent=2) + "\n").encode())

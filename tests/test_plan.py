@@ -78,7 +78,7 @@ def test_a_pilot_sweep_gives_the_noise_and_the_speed(tmp_path):
     (["--power", "1.5"], "--power is out of range (1.5)"),
     (["--min-effect", "0"], "--min-effect is out of range"),
     (["--gpu", "Z80"], "no peak FLOP/s known for --gpu 'Z80'"),
-    (["/nonexistent/pilot"], "/nonexistent/pilot is not a folder"),
+    (["/nonexistent/pilot"], "/nonexistent/pilot does not exist"),
     (["--sims", "many"], "invalid int value"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):

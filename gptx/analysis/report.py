@@ -50,7 +50,31 @@ def table(summary: dict) -> str:
     if summary["excluded"]:
         lines.append(f"({len(summary['excluded'])} run(s) left out of the statistics: listed in report.md)")
     lines += [f"warning: {w}" for w in summary["warnings"]]
+    noise = summary.get("noise") or {}
+    for key in NOISE_KINDS:
+        e = noise.get(key)
+        if e:
+            lines.append(f"noise {key}: {e['n_runs']} runs" + (f", mean {_f(e['mean'])}" if e["mean"] is not None
+                                                                else f" in {e['n_groups']} groups")
+                         + f", SD (n−1) {_f(e['sd'])} ({e['df']} df)"
+                         + (f", SD (n) {_f(e['sd_population'])}" if e["sd_population"] is not None else ""))
+    if summary.get("input"):
+        lines += [f"input: {a}" for a in summary["input"]["assumptions"]]
     return "\n".join(lines)
+
+
+def _input_md(info: dict) -> list[str]:
+    """Where the runs came from when they came from a table, and what the table left to assumption."""
+    out = [f"The runs come from a table, `{info['table']}` ({info['format']}, {info['rows']} rows; columns "
+           + ", ".join(f"`{c}`" for c in info["columns"]) + "), read as run folders would be read "
+           "(docs/analysis.md, \"A table of runs\"). How it was read, and what the report assumed where it "
+           "says nothing:", ""]
+    out += [f"- {a}." for a in info["assumptions"]]
+    if info.get("comments"):
+        out += ["", "The table's comments:", ""] + [f"> {c}" if c else ">" for c in info["comments"]]
+    if info.get("notes"):
+        out += ["", "Notes on rows:", ""] + [f"- {n}" for n in info["notes"]]
+    return out
 
 
 def _md_table(head: list[str], rows: list[list]) -> list[str]:
@@ -221,11 +245,14 @@ def _adaptive_md(a: dict) -> list[str]:
 def markdown(summary: dict) -> str:
     """report.md: arms, verdicts, the model, noise with its caveats, floor, interactions, exclusions."""
     arms, m, base, order = summary["arms"], summary["metric"], summary["baseline"], summary["order"]
-    out = [f"# Noise report: {m}", "", f"{summary['n_runs']} result files, {summary['n_included']} in the "
+    source = "table rows" if summary.get("input") else "result files"
+    out = [f"# Noise report: {m}", "", f"{summary['n_runs']} {source}, {summary['n_included']} in the "
            f"statistics, {len(summary['excluded'])} left out (listed below). Baseline arm: `{base}`. "
            f"Lower {m} is better; arms run from worst to best. n counts distinct seed configurations "
            "(repeats averaged).", ""]
     out += [f"**Warning**: {w}." for w in summary["warnings"]] + ([""] if summary["warnings"] else [])
+    if summary.get("input"):
+        out += ["## Input", ""] + _input_md(summary["input"]) + [""]
     out += ["## Arms", ""]
     out += _md_table(["arm", "n", "mean", "SD (n−1)", "SD (n)", "SE", "95% CI of mean", "95% CI of SD"],
                      [[f"`{a}`", e["n"], _f(e["mean"]), _f(e["sd"]), _f(e["sd_population"]), _f(e["se"]),

@@ -170,9 +170,11 @@ def read_curve(folder: Path) -> list[dict]:
 
 
 def read_test_losses(folder: Path) -> np.ndarray | None:
-    """A run's per-sequence test losses (test_losses.npy), or None when not recorded or unreadable."""
+    """A run's per-sequence test losses (test_losses.npy, or the .npy a table row names), or None when not
+    recorded or unreadable."""
+    folder = Path(folder)
     try:
-        x = np.load(folder / TEST_LOSSES_FILE, allow_pickle=False)
+        x = np.load(folder if folder.suffix == ".npy" else folder / TEST_LOSSES_FILE, allow_pickle=False)
     except (OSError, ValueError):
         return None
     return x.astype(float) if x.ndim == 1 and len(x) and np.isfinite(x).all() else None
