@@ -28,6 +28,7 @@ from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
 from gptx.faults import maybe_fire
 from gptx.files import (
+    LOCK_FILE,
     METRICS_FILE,
     MODEL_FILE,
     RESULT_FILE,
@@ -45,7 +46,7 @@ from gptx.model import count_parameters, flops_per_token
 from gptx.scoring import greedy_sample, split_losses
 from gptx.signals import StopRequest
 from gptx.tokenizer import tokenizer_for
-from gptx.trackers import Tracker, open_tracker
+from gptx.trackers import Tracker, identity, open_tracker
 from gptx.weights import save_weights
 
 log = logging.getLogger("gptx.train")
@@ -202,7 +203,8 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
               "data_sha256": data_sha256(tr.data) if world.is_main else None,
               "n_params": count_parameters(tr.model), "init_weights_sha256": tr.init_weights_sha256,
               "planned_steps": tr.n_steps, "numerics_version": ckpt.NUMERICS_VERSION, "allocator": allocator}
-    tracker = open_tracker(cfg.logger, run_dir, run_dir.name, plain, position.step if resume else None) \
+    who = identity(run_dir, base, in_sweep=(run_dir.parent / LOCK_FILE).exists())
+    tracker = open_tracker(cfg.logger, run_dir, who, plain, position.step if resume else None) \
         if world.is_main else None
     metrics = MetricsLog(run_dir / METRICS_FILE if world.is_main else None,
                          keep_up_to_step=position.step if resume else None, mirror=tracker and tracker.log)

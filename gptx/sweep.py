@@ -20,7 +20,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from gptx.analysis.runs import load_runs, write_runs_csv
+from gptx.config import ConfigError, LoggerConfig
 from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, write_atomic
+from gptx.trackers import check_available, log_report, prepare_sweep_store
 
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
 FINAL_STATUSES = ("completed", "diverged", "failed")
@@ -142,6 +144,7 @@ class SweepCallback(Callback):
         self.finished = True
         self.created = False  # whether this launch created the sweep folder
         self.study: dict[str, Any] | None = None  # study.json to write at the end, when the folder has none
+        self.logger: dict[str, Any] | None = None  # the sweep's tracker settings, for the report at the end
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Lock the sweep folder and note each existing run's state, to tell later what this launch did."""
@@ -152,7 +155,10 @@ class SweepCallback(Callback):
             sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
         self.created = not Path(self.sweep_dir).exists()
         self.study = check_one_study(config, Path(self.sweep_dir))
+        self.logger = _checked_logger(config)
         lock_sweep(self.sweep_dir)
+        if self.logger is not None:
+            _guarded(lambda: prepare_sweep_store(LoggerConfig(**self.logger), Path(self.sweep_dir)))
         self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
         self.finished = False
         # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
@@ -202,7 +208,9 @@ class SweepCallback(Callback):
         # runs.csv has one writer, the analysis's: first here, so a failing report cannot hide it; the
         # report then writes the same rows through the same function.
         write_runs_csv(load_runs([sweep_dir], require=False), sweep_dir / RUNS_CSV)
-        _write_report(sweep_dir)
+        summary = _write_report(sweep_dir)
+        if self.logger is not None:
+            log_report(LoggerConfig(**self.logger), sweep_dir)
         counts = {s: sum(r["status"] == s for r in rows) for s in FINAL_STATUSES + ("incomplete",)}
         print(format_table(rows, ("run", "status", "test_loss", "wall_seconds", "error")))
         print(
@@ -210,6 +218,10 @@ class SweepCallback(Callback):
             f"{ran} ran in this launch, {untouched} left as they were (already done or not in this launch); "
             f"table: {sweep_dir / RUNS_CSV}"
         )
+        if summary is not None:  # the answer, where the user is looking: the verdicts, then where the report is
+            from gptx.analysis.report import table
+
+            print("\n" + table(summary) + f"\n\nnoise report: {sweep_dir / 'report.md'}")
         sys.stdout.flush()
         unlock_sweep(sweep_dir)
         return failed
@@ -241,8 +253,8 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
     from gptx.analysis.arms import existing_base, missing_baseline, read_study_base, study_conflicts
     from gptx.config import arm_settings
 
-    plain = {key: OmegaConf.to_container(config[key], resolve=True) if OmegaConf.is_config(config[key])
-             else config[key] for key in config if key != "hydra"}
+    plain = {key: OmegaConf.to_container(value, resolve=True, enum_to_str=True) if OmegaConf.is_config(value)
+             else value for key in config if key != "hydra" for value in [config[key]]}
     interventions = [n for n in (plain.get("intervention") or {}) if n != "baseline"]
     # the base config less what its own interventions set: a launch of `intervention=grad_clip` alone and
     # one sweeping `intervention=baseline,grad_clip` share the same base
@@ -268,6 +280,26 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
     return None if recorded is not None else {"base_settings": base, "base_interventions": interventions}
 
 
+def _checked_logger(config: DictConfig) -> dict[str, Any] | None:
+    """The sweep's tracker settings (None without one); a tracker whose library is missing stops the launch."""
+    node = OmegaConf.select(config, "logger")
+    logger = OmegaConf.to_container(node, resolve=True, enum_to_str=True) if node is not None else {}
+    if str(logger.get("name", "none")) == "none":
+        return None
+    try:
+        check_available(str(logger["name"]))
+    except ConfigError as err:
+        sys.exit(f"gptx: error: {err}")
+    return logger
+
+
+def _guarded(call) -> None:
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - a tracker store that cannot be prepared: each run warns on its own
+        print(f"gptx: warning: the sweep's tracker store was not prepared ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def _intervention_keys(name: str) -> set[str]:
     """The keys an intervention sets, from the config search path of the running app (else gptx's own)."""
     from gptx.config import intervention_settings
@@ -286,14 +318,14 @@ def _with_value(item: str, swept: dict[str, list]) -> str:
     return f"{key}={','.join([value, *map(str, swept.get(key, []))])}"
 
 
-def _write_report(sweep_dir: Path) -> None:
+def _write_report(sweep_dir: Path) -> dict[str, Any] | None:
     """Call gptx.analyze.write_report when it exists; its failure must never hide the runs table."""
     if importlib.util.find_spec("gptx.analyze") is None:
         return
     try:
         from gptx import analyze
 
-        analyze.write_report(paths=[sweep_dir], out_dir=sweep_dir)
+        return analyze.write_report(paths=[sweep_dir], out_dir=sweep_dir)
     except Exception as e:  # noqa: BLE001 - any report error is reported and the sweep goes on
         print(f"gptx: report not written ({type(e).__name__}: {e}); runs.csv is complete", file=sys.stderr)
 

@@ -24,6 +24,7 @@ from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FI
 from gptx.interventions import SearchPath, requested_names, resolve
 from gptx.naming import register_resolvers
 from gptx.run import USER_ERRORS, record_failure, train
+from gptx.trackers import check_available
 
 log = logging.getLogger("gptx.train")
 
@@ -88,6 +89,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     typed: GptxConfig | None = None
     try:
         refuse_sweep_preset_without_multirun()
+        check_available(cfg.logger.name)
         interventions = chosen_interventions(cfg)
         settings = {name: interventions[name].settings for name in cfg.intervention}
         typed = from_dictconfig(cfg, settings)

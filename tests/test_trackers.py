@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gptx.config import LoggerConfig, LoggerKind
-from gptx.trackers import Tracker, open_tracker
+from gptx.trackers import RunIdentity, Tracker, open_tracker
 
 RECORDS = [{"step": 1, "tokens": 32, "train_loss": 5.5, "lr": 0.001, "grad_norm": None},
            {"step": 2, "tokens": 64, "train_loss": 5.25, "val_loss": 5.375, "lr": 0.001, "ok": True}]
@@ -150,3 +150,100 @@ def test_a_run_mirrors_metrics_jsonl_into_tensorboard_and_keeps_its_hash(tmp_pat
     assert [(e.step, e.value) for e in events.Scalars("train_loss")] == [
         (r["step"], pytest.approx(r["train_loss"], rel=1e-6)) for r in lines if "train_loss" in r]
     assert events.Scalars("final/test_loss")[0].value == pytest.approx(tracked["test_loss"], rel=1e-6)
+
+
+# --- sweeps: groups, stable ids, one store, the report, missing libraries -----------------------------------
+
+
+def _who(tmp_path: Path, sweep: str = "study") -> RunIdentity:
+    from gptx.trackers import identity
+
+    run_dir = tmp_path / "multirun_outputs" / sweep / "init_seed=1"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return identity(run_dir, {"arm": "grad_clip", "init_seed": 1, "train_seed": None, "config_sha256": "c0"},
+                    in_sweep=True)
+
+
+def test_a_requeued_run_continues_its_mlflow_run_in_the_sweeps_store(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    who = _who(tmp_path)
+    for records in (RECORDS[:1], RECORDS[1:]):  # killed after the first record, then requeued
+        tracker = open_tracker(LoggerConfig(name=LoggerKind.mlflow), who.sweep_dir / who.name, who, CONFIG)
+        for record in records:
+            tracker.log(record)
+        tracker.close() if records is RECORDS[:1] else tracker.finish(RESULT)
+    client = MlflowClient(tracking_uri=f"sqlite:///{who.sweep_dir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("study").experiment_id])
+    assert run.data.tags["gptx.arm"] == "grad_clip" and run.data.tags["gptx.sweep"] == "study"
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 5.5), (2, 5.25)]
+    assert not (who.sweep_dir / who.name / "mlflow.db").exists()
+
+
+def test_a_requeued_run_keeps_its_wandb_id_group_and_tags(tmp_path):
+    pytest.importorskip("wandb")
+    who = _who(tmp_path)
+    for _ in range(2):  # the first attempt and its requeue
+        tracker = open_tracker(LoggerConfig(name=LoggerKind.wandb), who.sweep_dir / who.name, who, CONFIG)
+        tracker.log(RECORDS[0])
+        tracker.close()
+    folders = sorted((who.sweep_dir / who.name / "wandb").glob("offline-run-*"))
+    # one W&B run: both attempts carry the run's id
+    assert len(folders) == 2 and all(f"-{who.run_id}" in f.name for f in folders)
+    deadline, runs = time.monotonic() + 60, []
+    while not runs and time.monotonic() < deadline:
+        files = list(folders[-1].glob("run-*.wandb"))
+        records = wandb_records(files[0]) if files else []
+        runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        time.sleep(0.2)
+    assert runs[0].run_group == "study" and list(runs[0].tags) == ["arm=grad_clip", "init_seed=1"]
+
+
+def test_a_missing_tracker_library_is_refused_with_the_install_command(monkeypatch):
+    import gptx.trackers
+    from gptx.config import ConfigError
+    from gptx.trackers import check_available
+
+    monkeypatch.setattr(gptx.trackers.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"logger=wandb needs the wandb package, which is not installed: "
+                                          r"pip install 'wandb'"):
+        check_available("wandb")
+    check_available("none")
+
+
+def test_a_sweep_with_a_missing_tracker_library_stops_at_launch(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import gptx.trackers
+    from gptx.sweep import SweepCallback
+
+    monkeypatch.setattr(gptx.trackers.importlib.util, "find_spec", lambda name: None)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "s")}}, "logger": {"name": "mlflow"}})
+    with pytest.raises(SystemExit, match="gptx: error: logger=mlflow needs the mlflow package"):
+        SweepCallback().on_multirun_start(config)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_to_one_mlflow_store_with_its_report(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from conftest import TINY, run_gptx
+
+    p = run_gptx("-m", "sweep=tracked", "logger=mlflow", "intervention=baseline,grad_clip", "init_seed=1,2", *TINY,
+                 "train.max_steps=2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "noise report: " in p.stdout and p.stdout.rstrip().endswith("report.md")
+    sweep = tmp_path / "multirun_outputs" / "tracked"
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["intervention=baseline,init_seed=1", "intervention=baseline,init_seed=2",
+                     "intervention=grad_clip,init_seed=1", "intervention=grad_clip,init_seed=2", "noise-report"]
+    report = next(r for r in runs if r.info.run_name == "noise-report")
+    assert "verdict.grad_clip" in report.data.tags
+    assert not list(sweep.glob("*/mlflow.db"))
