@@ -379,6 +379,7 @@ def register_schema() -> None:
     `gptx_fields_help` resolver that puts every field's docstring into `--help`."""
     ConfigStore.instance().store(name="gptx_schema", node=GptxConfig)
     OmegaConf.register_new_resolver("gptx_fields_help", lambda: fields_help(), replace=True)
+    OmegaConf.register_new_resolver("gptx_runners_help", lambda: runners_help(), replace=True)
 
 
 def field_docs(cls: type = GptxConfig, prefix: str = "") -> dict[str, tuple[Any, str]]:
@@ -416,6 +417,18 @@ def fields_help() -> str:
         shown = json.dumps(default) if default is None or isinstance(default, (bool, dict, list)) else default
         lines.append(f"  {key} = {shown}")
         lines += [f"      {line}" for line in textwrap.wrap(doc, 96)] if doc else []
+    return "\n".join(lines)
+
+
+def runners_help() -> str:
+    """The launchers and sweepers a user can choose (`--help`), as Hydra finds them; schemas left out."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in ("hydra/launcher", "hydra/sweeper"):
+        options = [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
+        lines.append(f"{group}: {', '.join(options)}")
     return "\n".join(lines)
 
 
