@@ -76,14 +76,24 @@ def plan_job(
 
 
 def job_return(job: Job, status: JobStatus, value: Any) -> JobReturn:
-    """A JobReturn carrying the job's config, as Hydra's own launchers return it."""
+    """A JobReturn carrying the job's config and working directory, as Hydra's own launchers return it.
+
+    The working directory is the job's, whatever became of it (ran, skipped, died): its run folder under
+    `hydra.job.chdir=true`, else the directory the job was started in (this process's, which every job
+    inherits).
+    """
     hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(job.sweep_config.hydra, resolve=False)})
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.hydra.runtime.output_dir = str(job.run_dir.absolute())
+    chdir = OmegaConf.select(job.sweep_config, "hydra.job.chdir", default=None)
+    if chdir is None:  # Hydra's own default: change directory below version_base 1.2, not from it on
+        from hydra import version
+
+        chdir = not version.base_at_least("1.2")
     return JobReturn(
         overrides=list(job.overrides), cfg=_task_config(job.sweep_config), hydra_cfg=hydra_cfg,
-        working_dir=os.getcwd(), task_name=str(job.sweep_config.hydra.job.name), status=status,
-        _return_value=value,
+        working_dir=str(job.run_dir.absolute()) if chdir else os.getcwd(),
+        task_name=str(job.sweep_config.hydra.job.name), status=status, _return_value=value,
     )
 
 
