@@ -1,7 +1,7 @@
 """The noise report: is each intervention real, or is it in the noise?
 
     python -m gptx.analyze SWEEP_DIR [PATH ...] [--baseline baseline] [--metric test_loss] [--out DIR]
-                           [--min-effect 0.01] [--no-plots]
+                           [--min-effect 0.01] [--assume-equal-noise] [--no-plots]
 
 Finds every `result.json` below the paths (nothing else is needed, so results copied from a cluster
 work), lists failed, diverged and incomplete runs while leaving them out of the statistics, and writes
@@ -22,13 +22,14 @@ from gptx.files import ADAPTIVE_FILE, RUNS_CSV
 
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
-                 seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True) -> dict:
+                 seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True,
+                 equal_noise: bool = False) -> dict:
     """Analyse every result.json below `paths` and write report.md, runs.csv, summary.json and (unless
     plots=False) noise.png and curves.png into `out_dir`; return the summary."""
     runs = load_runs([Path(p) for p in paths], metric)
     if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
         raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
-    summary = analyze(runs, baseline, metric, seed, min_effect)
+    summary = analyze(runs, baseline, metric, seed, min_effect, equal_noise=equal_noise)
     adaptive = _adaptive_plan(paths)
     if adaptive is not None:
         summary = with_sequential_verdicts(summary, replay(runs, adaptive))
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--min-effect", type=float, default=MIN_EFFECT,
                         help=f"smallest effect worth detecting (metric units), for seeds-needed (default {MIN_EFFECT})")
+    parser.add_argument("--assume-equal-noise", action="store_true",
+                        help="judge every arm against one pooled training noise (the REML model), one-run arms "
+                             "included: more power, but false claims rise when an arm's noise is not the "
+                             "baseline's (docs/analysis.md)")
     parser.add_argument("--no-plots", action="store_true", help="skip noise.png and curves.png")
     args = parser.parse_args(argv)
     try:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--min-effect must be a positive number, got {args.min_effect}")
         out = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent)
         summary = write_report(args.paths, out, args.baseline, args.metric, args.seed, args.min_effect,
-                               plots=not args.no_plots)
+                               plots=not args.no_plots, equal_noise=args.assume_equal_noise)
     except UserError as e:
         print(f"gptx.analyze: error: {e}", file=sys.stderr)
         return 2

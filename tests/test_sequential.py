@@ -40,7 +40,7 @@ def _runs(cells, effects: dict, noise: dict, identical=()) -> list:
         if arm in identical:
             out.append(_run(arm, s, 3.7 + noise[s], k, weights=f"w-baseline-{s}"))
         else:
-            wobble = 1e-4 * math.sin(7 * k + s)
+            wobble = 1e-4 * math.sin(7 * k + s) if arm != "baseline" else 0.0
             out.append(_run(arm, s, 3.7 + effects.get(arm, 0.0) + noise[s] + wobble, k,
                             weights=f"w-baseline-{s}" if arm == "baseline" else None))
     return out
@@ -241,3 +241,27 @@ def test_the_docs_table_has_both_spending_functions_and_the_fixed_designs_beside
     assert [r.split(" | ")[0] for r in rows][:2] == ["| adaptive, pocock, 3 + 3 a wave, ≤ 15 seeds",
                                                       "| adaptive, obrien_fleming, 3 + 3 a wave, ≤ 15 seeds"]
     assert "| fixed, paired, 3 seeds" in rows[2] and "| fixed, paired, 15 seeds" in rows[-1]
+
+
+# --- the stops claim what they can back --------------------------------------------------------------
+
+def test_same_weights_but_another_metric_does_not_stop_as_identical():
+    plan = _plan(arms=("grad_clip",))
+    noise = dict(zip(plan.seeds, np.random.default_rng(0).normal(0, 0.0155, len(plan.seeds))))
+    runs = []
+    while (rep := replay(runs, plan)).next_cells is not None:
+        for k, (a, s) in enumerate(rep.next_cells):  # same weights, every test loss 0.02 lower
+            shift = -0.02 + 1e-3 * math.sin(s) if a == "grad_clip" else 0.0
+            runs.append(_run(a, s, 3.7 + noise[s] + shift, len(runs) + k, weights=f"w-baseline-{s}"))
+    assert rep.arms["grad_clip"].status == "better"
+
+
+def test_smaller_claims_are_error_controlled_at_exactly_the_minimum_effect():
+    """Δ = +min_effect on every arm: any "smaller than the minimum effect" is a false claim; over 4 arms
+    and every look their family-wise rate stays ≤ α."""
+    n = 150
+    plan = _plan(min_effect=0.01)
+    rng = np.random.default_rng(8)
+    false = sum(any(a.status == SMALLER for a in simulate.adaptive_trial(plan, rng, {x: 0.01 for x in ARMS})
+                    .arms.values()) for _ in range(n))
+    assert false / n <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / n)

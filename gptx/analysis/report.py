@@ -123,9 +123,13 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
     """One intervention's verdict, its comparison, initial-weight identity, test-set noise and power."""
     if e["verdict"] == "identical to the baseline":
         why = f" The runs' records: {e['identical_why']}." if e.get("identical_why") else ""
-        return (f"- `{a}`: **identical to the baseline**: this intervention changed nothing in this set-up "
-                f"(all {e['n_identical']} run(s) ended with the baseline's final weights, "
-                f"final_weights_sha256, at the same seeds); Δ = 0 exactly, nothing to test.{why}")
+        k = (e.get("identical_seeds") or (0, 0))[0]
+        tentative = (" Tentative: identical at 1 of 1 seed; one seed cannot show that the change never acts."
+                     if k == 1 else "")
+        return (f"- `{a}`: **{_verdict_cell(e)}**: this intervention changed nothing in this set-up "
+                f"(all {e['n_identical']} run(s), at {k} seed(s), ended with the baseline's status, final "
+                f"weights (final_weights_sha256) and metric at the same seeds); Δ = 0 exactly, nothing to "
+                f"test.{why}{tentative}")
     if e["why_not_testable"] and e.get("pairing") is None:
         return f"- `{a}`: **not testable**: {e['why_not_testable']}."
     pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
@@ -141,12 +145,19 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
         if e["z"] is not None:
             text += (f"z = {e['z']:+.2f} ({e['band']}) in units of the SD of one arm-minus-baseline "
                      f"difference in this comparison, {_f(e['sd_difference'])}. ")
+        if e.get("assumption"):
+            text += f"Judged on the assumption that {e['assumption']}. "
         if e["verdict"] == "no detectable effect" and e["min_detectable"] is not None:
             text += (f"This comparison could have detected |Δ| ≥ {_f(e['min_detectable'])} with 80% power "
-                     "(α = 0.05); smaller effects are not excluded. ")
+                     "at the verdict's own multiplicity (α = 0.05 over the arms, Bonferroni); smaller effects "
+                     "are not excluded. ")
         if e["tentative"]:
             text += "Tentative: it rests on " + ("one run" if e["n"] == 1 else f"{e['df']:.1f} df") + ". "
     text += f"It is {pairing} ({e['n_blocks_shared']} shared block(s))."
+    k_n = e.get("identical_seeds")
+    if k_n and k_n[0] < k_n[1]:
+        text += (f" Identical to the baseline (status, final weights, metric) at {k_n[0]} of {k_n[1]} seeds "
+                 "only: not identical.")
     ident = e.get("param_identity")
     if ident:
         only = len(ident["only_in_arm"])
