@@ -174,7 +174,9 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
     need = e.get("seeds_needed")
     if need and need.get("seeds"):
         unit = "pairs" if e["pairing"] != "unpaired" else "seeds an arm"
-        text += f" To detect the minimum effect (see Planning): {need['seeds']} {unit}."
+        point = f"{need['seeds_point']} at σ's estimate, " if need.get("seeds_point") else ""
+        text += (f" To detect the minimum effect with 80% power at α = {need['alpha']:.3g} (the verdict's test "
+                 f"and multiplicity): {point}{need['seeds']} at its upper 95% limit ({unit}).")
     return text
 
 
@@ -196,14 +198,16 @@ def _design_md(summary: dict) -> list[str]:
             out.append(f"- {name}: {_f(sd)} (REML, Satterthwaite df {df:.1f}{flag}).")
     pl = summary["planning"]
     if pl:
-        out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), α = 0.05, 80% "
-                "power, from the upper 95% confidence limit of σ (not from any observed Δ):"]
+        out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), 80% power, the "
+                f"verdict's test at its multiplicity (α = 0.05 over the arms: {pl['alpha']:.3g} each), from σ's "
+                "estimate and its upper 95% confidence limit (not from any observed Δ); `python -m gptx.plan` "
+                "plans the same way:"]
         for name, what, sd in (("paired", "pairs (same init seeds, initial weights unchanged)", "one difference"),
                                ("unpaired", "seeds an arm (unpaired)", "one run")):
             e = pl[name]
             if e["seeds"]:
-                out.append(f"- {e['seeds']} {what}: σ of {sd} ≤ {_f(e['sd_upper'])} "
-                           f"(estimate {_f(e['sd'])}, {e['df']:.1f} df).")
+                out.append(f"- {e['seeds']} {what} at σ of {sd} ≤ {_f(e['sd_upper'])} (its upper limit); "
+                           f"{e['seeds_point'] or 'n/a'} at its estimate {_f(e['sd'])} ({e['df']:.1f} df).")
             else:
                 out.append(f"- {name}: not planned (σ not estimable with ≥ 1 df from these runs).")
     return out

@@ -15,7 +15,8 @@ The procedure (docs/analysis.md, "Adaptive sweeps"), for K interventions compare
 - **Smaller than the minimum effect**, a claim with its own error control: an arm stops so when the
   confidence interval at the α that look may spend (two one-sided tests, α/K an arm spent over the looks
   with the same spending function, K arms) lies inside ±min_effect: the chance of any false "smaller"
-  claim over every arm and look is ≤ α.
+  claim over every arm and look is ≤ α. An arm whose plain 95% CI lies inside ±min_effect (but not that
+  interval) stops as `stopped for futility (no claim)`: it saves the runs and claims nothing.
 - An arm identical to the baseline (every run, any status, with the baseline's final weights and metric
   at the same seeds, at two or more seeds) stops at once.
 - Arms still open after the last wave: `no detectable effect`; when max_runs or max_gpu_hours would be
@@ -36,6 +37,8 @@ from gptx.analysis.summary import analyze
 SPENDING = ("obrien_fleming", "pocock")
 OPEN, BUDGET = "open", "undecided (budget)"
 SMALLER = "smaller than the minimum effect"
+FUTILITY = "stopped for futility (no claim)"
+MAX_SEEDS = 12  # init seeds an arm gets at most: the sweeper's default, and what gptx.plan costs
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,8 @@ class Plan:
 class Arm:
     """One intervention's course through the waves."""
 
-    status: str = OPEN  # open, better, worse, smaller than the minimum effect, identical to the baseline,
-    # no detectable effect, undecided (budget)
+    status: str = OPEN  # open, better, worse, smaller than the minimum effect, stopped for futility (no
+    # claim), identical to the baseline, no detectable effect, undecided (budget)
     wave: int | None = None  # the wave (1-based) whose look decided it
     seeds: int = 0  # seeds planned for it so far
     why: str = ""
@@ -221,6 +224,12 @@ def _stop_or_go_on(plan: Plan, arm: Arm, wave: int, last: bool) -> None:
         arm.why = (f"{100 * (1 - 2 * small[2]):.4g}% CI [{small[0]:+.4f}, {small[1]:+.4f}] inside "
                    f"±{plan.min_effect:g}: each side tested at {small[2]:.3g}, the α that look may spend "
                    f"(α/{len(plan.arms)} an arm over the looks)")
+    elif look["ci"] is not None and -plan.min_effect < look["ci"][0] and look["ci"][1] < plan.min_effect:
+        # non-binding futility: what the arm could still show is unlikely to reach the planned effect, but
+        # one 95% CI among many looks and arms is no error-controlled claim, so none is made
+        arm.status, arm.wave = FUTILITY, wave
+        arm.why = (f"95% CI [{look['ci'][0]:+.4f}, {look['ci'][1]:+.4f}] inside ±{plan.min_effect:g}: stopped "
+                   "to save runs; this claims nothing about the effect")
     elif last:
         arm.status, arm.wave = "no detectable effect", wave
         arm.why = (f"all {look['seeds']} seeds run; p = {look['p']:.3g} never crossed its boundary"

@@ -126,15 +126,23 @@ def _test_set_noise(configs: dict, arm: str, baseline: str) -> dict | None:
     return {"n_seeds": len(ses), "n_sequences": ratios[0], "se": float(np.sqrt(np.mean(np.square(ses))))}
 
 
-def _planning(f: model.Fit, min_effect: float) -> dict:
-    """Seeds for 80% power at the stated minimum effect, from an upper 95% limit of σ (not the observed Δ)."""
-    out = {"min_effect": min_effect}
+def _plan_one(sd: float | None, df: float | None, min_effect: float, paired: bool, alpha: float) -> dict:
+    """Seeds for 80% power at the report's own test and multiplicity, at σ's estimate and its upper limit."""
+    upper = stats.sd_upper(sd, df) if sd else None
+    return {"sd": sd, "df": df, "sd_upper": upper, "alpha": alpha,
+            "seeds": stats.seeds_needed(min_effect, upper, paired_design=paired, alpha=alpha) if upper else None,
+            "seeds_point": stats.seeds_needed(min_effect, sd, paired_design=paired, alpha=alpha) if sd else None}
+
+
+def _planning(f: model.Fit, min_effect: float, n_arms: int) -> dict:
+    """Seeds for 80% power at the stated minimum effect (not the observed Δ), as `gptx.plan` plans them:
+    the verdict's test (paired differences on n − 1 df, or Welch) at α/arms, from σ and its upper 95% limit.
+    """
+    out = {"min_effect": min_effect, "alpha": ALPHA / max(n_arms, 1)}
     for name, w, paired in (("paired", (0.0, 2.0), True), ("unpaired", (1.0, 1.0), False)):
         df = f.component_df(w)
         sd = math.sqrt(w[0] * f.var_init + w[1] * f.var_train) if df is not None else None
-        upper = stats.sd_upper(sd, df) if sd else None
-        out[name] = {"sd": sd, "df": df, "sd_upper": upper,
-                     "seeds": stats.seeds_needed(min_effect, upper, paired_design=paired) if upper else None}
+        out[name] = _plan_one(sd, df, min_effect, paired, out["alpha"])
     return out
 
 
@@ -311,10 +319,14 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
             arms[arm].update(verdict="identical to the baseline", delta=0.0, why_not_testable=None,
                              identical_why=_why_identical(rs), n_identical=len(rs), identical_seeds=(k, k),
                              tentative=k == 1)
-    planning = _planning(f, min_effect) if f and not f.why and detail else None
+    planning = _planning(f, min_effect, len(fitted)) if f and not f.why and detail else None
     for arm in fitted:
-        if planning:
-            arms[arm]["seeds_needed"] = planning["paired" if arms[arm]["pairing"] != "unpaired" else "unpaired"]
+        e = arms[arm]
+        if detail and e.get("method") == "paired" and e["sd_difference"] and e["df"]:
+            # from the arm's own differences: the noise its verdict is judged against
+            e["seeds_needed"] = _plan_one(e["sd_difference"], e["df"], min_effect, True, ALPHA / len(fitted))
+        elif planning:
+            e["seeds_needed"] = planning["paired" if e["pairing"] != "unpaired" else "unpaired"]
     warnings = [f"`{a}` {arms[a]['why_not_testable']}" for a in fitted if arms[a].get("method") == "data seed"]
     for key in ("model", "data"):  # arms are only comparable on one model and one data set
         found = sorted({str(r.result[key]) for r in runs if r.included and r.result.get(key) is not None})

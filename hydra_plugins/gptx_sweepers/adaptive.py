@@ -52,7 +52,8 @@ class AdaptiveSweeperConf:
     alpha: float = 0.05
     """Family-wise rate of false better/worse claims, over every arm and look."""
     min_effect: float = 0.01
-    """An arm whose 95% CI lies within ±min_effect stops: too small to matter."""
+    """An arm stops as smaller than this once its interval at the α that look may spend (α/arms, over the
+    looks) lies within ±min_effect: an error-controlled claim, like better/worse."""
     spending: str = "pocock"
     """How each arm's α is spent over its looks: pocock (evenly; stops sooner) or obrien_fleming."""
     max_runs: int | None = None
