@@ -168,15 +168,16 @@ def make_plan(args) -> dict:
     for d in designs:
         if d["init_seeds"]:
             d["command"] = _command(experiment, args.baseline, arms, ",".join(map(str, range(1, d["init_seeds"] + 1))))
-    # the adaptive sweeper at its defaults (max_seeds = sequential.MAX_SEEDS, 3 + 3 a wave, pocock)
+    # the adaptive sweeper at its defaults (max_seeds = sequential.MAX_SEEDS, 3 + 3 a wave, O'Brien-Fleming)
     adaptive = Plan(arms=tuple(arms), seeds=tuple(range(1, ADAPTIVE_SEEDS + 1)), first_wave=3, wave_size=3,
-                    alpha=args.alpha, min_effect=effect, spending="pocock")
+                    alpha=args.alpha, min_effect=effect, spending="obrien_fleming")
     sim = simulate.calibrate_adaptive(adaptive, args.sims, args.seed, sd_init, sd_train, -effect)
     designs.append({"design": "adaptive (hydra/sweeper=adaptive)", "init_seeds": f"3 + 3 a wave, ≤ {ADAPTIVE_SEEDS}",
                     "train_seeds": 1, "power": sim["power"], "runs_if_no_effect": sim["runs_null"],
                     "fwer": sim["fwer"], "sims": args.sims, **cost(sim["runs_alt"]),
                     "command": _command(experiment, args.baseline, arms, "1,2,3") + " hydra/sweeper=adaptive "
-                    f"hydra.sweeper.max_seeds={ADAPTIVE_SEEDS} hydra.sweeper.wave_size=3 hydra.sweeper.spending=pocock "
+                    f"hydra.sweeper.max_seeds={ADAPTIVE_SEEDS} hydra.sweeper.wave_size=3 "
+                    "hydra.sweeper.spending=obrien_fleming "
                     f"hydra.sweeper.alpha={args.alpha:g} hydra.sweeper.min_effect={effect:g}"
                     + (f" hydra.sweeper.baseline={args.baseline}" if args.baseline != "baseline" else "")})
     study = None

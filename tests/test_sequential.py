@@ -225,9 +225,9 @@ def test_family_wise_false_claims_at_most_alpha_under_the_null(spending):
 
 
 def test_adaptive_power_is_at_least_the_fixed_designs_at_the_same_expected_runs():
-    """At Δ = −0.012 on every arm the adaptive sweep stops early; a fixed paired design given the same
-    number of runs (rounded up to whole seeds) finds no more."""
-    adaptive = simulate.calibrate_adaptive(_plan(), 80, seed=5, effect=-0.012)
+    """At Δ = −0.012 on every arm the adaptive sweep (the sweeper's default O'Brien-Fleming spending) stops
+    early; a fixed paired design given the same number of runs (rounded up to whole seeds) finds no more."""
+    adaptive = simulate.calibrate_adaptive(_plan(spending="obrien_fleming"), 80, seed=5, effect=-0.012)
     seeds = math.ceil(adaptive["runs_alt"] / (len(ARMS) + 1))
     fixed = simulate.calibrate_cells(simulate.paired_fixed(len(ARMS), seeds), 80, seed=5, effect=-0.012)
     assert adaptive["runs_alt"] < adaptive["max_runs"]  # it did stop early

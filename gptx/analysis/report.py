@@ -287,13 +287,23 @@ def markdown(summary: dict) -> str:
     out += _md_table(["run", "arm", "status", "reason"], [[f"`{x['path']}`", f"`{x['arm']}`", x["status"],
                                                            x["reason"]] for x in summary["excluded"]]) \
         if summary["excluded"] else ["None."]
+    pooled = (summary.get("design") or {}).get("equal_noise")
+    comparison = (
+        "Each intervention is judged against the pooled noise of the design model (--assume-equal-noise): "
+        "its arm effect against the baseline, with a t test on Satterthwaite degrees of freedom, on the "
+        "assumption that every arm's training noise equals the baseline's. " if pooled else
+        "Each intervention is judged against its own noise: at two or more init seeds it shares with the "
+        "baseline (same data seed), the per-seed differences and their own variance (t on n − 1 df); else "
+        "Welch's test of per-seed means; one run gets no verdict (its noise is unmeasured). ")
     out += ["", "## Method", "",
             "All included runs (repeats averaged per seed configuration) are fitted by one linear mixed model: "
             "loss = arm (fixed) + init block (random: runs with the same init_seed and the same initial "
-            "weights for the parameters they share) + training noise, by REML. Each intervention's Δ is its "
-            "arm effect against the baseline, with a t test on Satterthwaite degrees of freedom; p-values are "
-            "Holm-corrected across interventions (α = 0.05). An intervention whose runs differ from the "
-            "baseline's by a variance source the runs cannot estimate is not testable. Verdicts: better, "
-            "worse, no detectable effect (with the smallest effect detectable at 80% power), not testable, "
-            "identical to the baseline. Details and the calibration by simulation: docs/analysis.md.", ""]
+            "weights for the same parameters) + training noise, by REML; it describes the noise and plans. "
+            + comparison +
+            "p-values are Holm-corrected across interventions (α = 0.05). An arm at a data seed the baseline "
+            "never ran, or whose runs differ from the baseline's by a variance source the runs cannot estimate, "
+            "is not testable. Verdicts: better, worse, no detectable effect (with the smallest effect "
+            "detectable at 80% power at the same multiplicity), not testable, identical to the baseline "
+            "(every run: same status, final weights and metric at the same seeds). Details and the "
+            "calibration by simulation: docs/analysis.md.", ""]
     return "\n".join(out)
