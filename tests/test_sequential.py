@@ -265,3 +265,17 @@ def test_smaller_claims_are_error_controlled_at_exactly_the_minimum_effect():
     false = sum(any(a.status == SMALLER for a in simulate.adaptive_trial(plan, rng, {x: 0.01 for x in ARMS})
                     .arms.values()) for _ in range(n))
     assert false / n <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / n)
+
+
+@pytest.mark.parametrize("case", [simulate.Case("3 x", scale=(("grad_clip", 3.0),)),
+                                  simulate.Case("own init", own_init=("qkv_bias",))])
+def test_family_wise_false_claims_at_most_alpha_when_the_noise_misbehaves(case):
+    """One arm with 3 × the baseline's training noise, or its own init effect: each look judges it on its
+    own differences, so the sweep stays calibrated (the pooled noise made 0.10–0.14 of these false)."""
+    rep_rate = 0
+    rng = np.random.default_rng(31)
+    plan = _plan(spending="obrien_fleming")
+    for _ in range(120):
+        rep = simulate.adaptive_trial(plan, rng, {}, case=case)
+        rep_rate += any(a.status in ("better", "worse") for a in rep.arms.values())
+    assert rep_rate / 120 <= _bound(120)
