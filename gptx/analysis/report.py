@@ -132,10 +132,15 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
                 f"test.{why}{tentative}")
     if e["why_not_testable"] and e.get("pairing") is None:
         return f"- `{a}`: **not testable**: {e['why_not_testable']}."
-    pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
-               "unpaired": "unpaired: no run shares an init block with the baseline, so initial-weight noise "
-                           "is part of the difference",
-               "partly paired": "partly paired: some runs share an init block with the baseline"}[e["pairing"]]
+    if e.get("method") == "pooled":
+        pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
+                   "unpaired": "unpaired: no run shares an init block with the baseline, so initial-weight noise "
+                               "is part of the difference",
+                   "partly paired": "partly paired: some runs share an init block with the baseline"}[e["pairing"]]
+    else:
+        pairing = {"paired": "paired: the baseline ran every init seed (and data seed) it ran",
+                   "unpaired": "unpaired: it shares no init seed with the baseline",
+                   "partly paired": "partly paired: it shares some init seeds with the baseline"}[e["pairing"]]
     text = f"- `{a}`: **{_verdict_cell(e)}**. "
     if e["why_not_testable"]:
         text += f"Not testable: {e['why_not_testable']}. Δ = {_f(e['delta'], sign=True)} (not tested). "
@@ -153,7 +158,7 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
                      "are not excluded. ")
         if e["tentative"]:
             text += "Tentative: it rests on " + ("one run" if e["n"] == 1 else f"{e['df']:.1f} df") + ". "
-    text += f"It is {pairing} ({e['n_blocks_shared']} shared block(s))."
+    text += f"It is {pairing} ({e['n_blocks_shared']} shared seed(s))."
     k_n = e.get("identical_seeds")
     if k_n and k_n[0] < k_n[1]:
         text += (f" Identical to the baseline (status, final weights, metric) at {k_n[0]} of {k_n[1]} seeds "

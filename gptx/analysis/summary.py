@@ -212,22 +212,23 @@ def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, see
         k = model.Contrast(test.estimate if test else float("nan"), test.se if test else None,
                            test.df if test else None, test.ci if test else None, test.t if test else None,
                            test.p if test else None, why)
-        if test is None and method == "one run":  # the estimate is shown, untested
-            pooled = f.contrast(_unit(f, arm))  # not testable even assuming equal noise: say that instead
-            k = model.Contrast(pooled.estimate, None, None, None, None, None, pooled.why or why)
-        assumption = ASSUMPTIONS.get(method)
+        if test is None:  # the design model's estimate is shown, untested
+            pooled = f.contrast(_unit(f, arm))  # one run not testable even assuming equal noise: say that
+            k = model.Contrast(pooled.estimate, None, None, None, None, None,
+                               why if method == "data seed" else pooled.why or why)
+        assumption, n_shared = ASSUMPTIONS.get(method), len(shared)
     else:
         k = f.contrast(_unit(f, arm))
         method, assumption = "pooled", ASSUMPTIONS["pooled"]
         pairing = "paired" if mine <= base else "unpaired" if not mine & base else "partly paired"
-        sd_diff = None
+        sd_diff, n_shared = None, len(mine & base)
         if k.why is None:
             var = 2 * f.var_train + (0 if pairing == "paired" else 2 * f.var_init)
             sd_diff = math.sqrt(var) if var > 0 else None
     z = stats.z_score(k.estimate, sd_diff) if k.why is None else None
     alpha = ALPHA / max(n_arms, 1)  # the verdict's own multiplicity (Holm's first step, Bonferroni)
     return {"delta": k.estimate, "delta_se": k.se, "df": k.df, "ci": k.ci, "t": k.statistic, "p": k.p,
-            "why_not_testable": k.why, "pairing": pairing, "n_blocks_shared": len(shared), "z": z,
+            "why_not_testable": k.why, "pairing": pairing, "n_blocks_shared": n_shared, "z": z,
             "method": method, "assumption": assumption,
             "band": stats.sigma_band(z) if z is not None else "", "sd_difference": sd_diff,
             "min_detectable": stats.min_detectable(k.se, k.df, alpha) if k.why is None and detail else None,
