@@ -136,3 +136,17 @@ def test_the_plan_prints_the_command_of_each_design_it_costed(tmp_path, capsys):
                                  f"intervention=baseline,fp32,grad_clip init_seed={seeds}")
     assert "hydra/sweeper=adaptive hydra.sweeper.max_seeds=12" in adaptive["command"]
     assert adaptive["command"] in (tmp_path / "plan.md").read_text()
+
+
+def test_the_report_and_the_plan_give_one_answer_on_one_pilot(tmp_path):
+    """Same test, multiplicity and σ: the report's Planning and gptx.plan agree, at σ's estimate and at its
+    upper limit."""
+    from gptx.analysis.runs import load_runs
+    from gptx.analysis.summary import analyze
+
+    _pilot(tmp_path / "pilot", np.random.default_rng(0))
+    assert plan.main([str(tmp_path / "pilot"), "--sims", "2"]) == 0
+    p = json.loads((tmp_path / "pilot" / "plan.json").read_text())
+    report = analyze(load_runs([tmp_path / "pilot"]))["planning"]["paired"]
+    assert (report["seeds_point"], report["seeds"]) == (p["designs"][0]["init_seeds"],
+                                                        p["conservative"]["paired_init_seeds"]) == (9, 19)
