@@ -255,8 +255,10 @@ def markdown(summary: dict) -> str:
     compared = [a for a in order if a != base]
     out += ["", "## Interventions vs baseline", ""]
     if compared:
-        out += ["Every number in a row comes from one comparison in one model of the whole design "
-                "(see Design model): Δ is the estimate tested, inside its CI; n and df beside it. "
+        out += ["Every number in a row comes from one comparison: the arm's own per-seed differences with the "
+                "baseline (or Welch's test), each arm against its own noise; under --assume-equal-noise the "
+                "design model's contrast (see Design model). Δ is the estimate tested, inside its CI; n and df "
+                "beside it; an arm with one run gets its Δ, untested. "
                 "(tentative) marks a verdict resting on one run or fewer than 3 df.", ""]
         out += _md_table(["arm", "n", "pairing", "Δ", "95% CI of Δ", "df", "p", "Holm p", "z", "verdict"],
                          [[f"`{a}`", e["n"], e.get("pairing") or "n/a", _delta(e),
