@@ -256,7 +256,8 @@ def markdown(summary: dict) -> str:
     out += ["", "## Interventions vs baseline", ""]
     if compared:
         out += ["Every number in a row comes from one comparison: the arm's own per-seed differences with the "
-                "baseline (or Welch's test), each arm against its own noise; under --assume-equal-noise the "
+                "baseline (or the per-seed means, each side its own variance), each arm against its own noise; "
+                "under --assume-equal-noise the "
                 "design model's contrast (see Design model). Δ is the estimate tested, inside its CI; n and df "
                 "beside it; an arm with one run gets its Δ, untested. "
                 "(tentative) marks a verdict resting on one run or fewer than 3 df.", ""]
@@ -301,7 +302,8 @@ def markdown(summary: dict) -> str:
         "assumption that every arm's training noise equals the baseline's. " if pooled else
         "Each intervention is judged against its own noise: at two or more init seeds it shares with the "
         "baseline (same data seed), the per-seed differences and their own variance (t on n − 1 df); else "
-        "Welch's test of per-seed means; one run gets no verdict (its noise is unmeasured). ")
+        "the per-seed means with each side's own variance (Welch's SE, min(n) − 1 df); one run gets no "
+        "verdict (its noise is unmeasured). ")
     out += ["", "## Method", "",
             "All included runs (repeats averaged per seed configuration) are fitted by one linear mixed model: "
             "loss = arm (fixed) + init block (random: runs with the same init_seed and the same initial "

@@ -231,17 +231,21 @@ def paired_test(diffs: Sequence[float], confidence: float = CONFIDENCE) -> TTest
 
 
 def welch_test(arm: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE) -> TTest:
-    """Welch's two-sample t test (mean arm − mean baseline), each side its own variance, Satterthwaite df."""
+    """Two-sample t test (mean arm − mean baseline), each side its own variance (Welch's SE), on Hsu's
+    conservative min(n_arm, n_baseline) − 1 df.
+
+    Welch's Satterthwaite df is liberal when the smaller side has the larger variance (2 runs against 5 at
+    3 × the noise: 8% false claims at α = 0.05); min(n) − 1 holds the level at any variance ratio.
+    """
     a, b = np.asarray(arm, float), np.asarray(baseline, float)
     if len(a) < 2 or len(b) < 2:
-        raise ValueError("Welch's test needs at least two values a side")
+        raise ValueError("a two-sample test needs at least two values a side")
     mean = float(a.mean() - b.mean())
     va = 0.0 if _no_spread(a) else float(a.var(ddof=1)) / len(a)
     vb = 0.0 if _no_spread(b) else float(b.var(ddof=1)) / len(b)
     if va + vb == 0:
         return TTest(mean, 0.0, None, None, None, None)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return _t_test(mean, math.sqrt(va + vb), df, confidence)
+    return _t_test(mean, math.sqrt(va + vb), min(len(a), len(b)) - 1, confidence)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

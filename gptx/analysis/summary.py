@@ -160,7 +160,8 @@ def _own_noise(configs: dict, arm: str, baseline: str) -> tuple[stats.TTest | No
 
     At two or more init seeds both ran (same data seed): the per-seed differences and their own variance,
     on n − 1 df (valid whatever each arm's noise, and whether or not its initial weights share the
-    baseline's effect). Else, at two or more init seeds each: Welch's test of the per-seed means. With one
+    baseline's effect). Else, at two or more init seeds each: the per-seed means, Welch's SE on Hsu's
+    min(n) − 1 df. With one
     run (or one init seed) the arm's noise is not measured at all: no verdict on its own noise.
     """
     mine, base = _own_blocks(configs, arm), _own_blocks(configs, baseline)
@@ -184,7 +185,8 @@ def _own_noise(configs: dict, arm: str, baseline: str) -> tuple[stats.TTest | No
 
 ASSUMPTIONS = {
     "paired": "its differences from the baseline at shared init seeds are independent draws (their own variance)",
-    "welch": "its init seeds and the baseline's are independent draws (each side its own variance)",
+    "welch": "its init seeds and the baseline's are independent draws (each side its own variance, "
+             "min(n) − 1 df)",
     "pooled": "every arm's training noise equals the baseline's, and initial-weight effects are shared where "
               "the shared parameters' hashes match (--assume-equal-noise)",
 }
@@ -337,7 +339,8 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
     if f is not None:
         design = {"method": ("REML linear mixed model (arm fixed, init block random), Satterthwaite df, Holm: "
                              "every arm's noise assumed equal to the baseline's" if equal_noise else
-                             "each arm against its own noise: per-seed differences (own df) or Welch, Holm; "
+                             "each arm against its own noise: per-seed differences (own df) or per-seed means (Welch's "
+                             "SE, min(n) − 1 df), Holm; "
                              "the REML model below describes the noise"),
                   "equal_noise": equal_noise,
                   "n_configs": f.n, "n_blocks": f.n_blocks, "arms": f.arms, "why_not_fitted": f.why,
