@@ -1,7 +1,7 @@
 """The noise report: is each intervention real, or is it in the noise?
 
     python -m gptx.analyze SWEEP_DIR [PATH ...] [--baseline baseline] [--metric test_loss] [--out DIR]
-                           [--min-effect 0.01] [--no-plots]
+                           [--min-effect 0.01] [--assume-equal-noise] [--no-plots]
 
     python -m gptx.analyze TABLE [--out DIR] ...   # runs from anywhere: .csv, .jsonl, .json, .parquet
 
@@ -29,11 +29,12 @@ from gptx.files import ADAPTIVE_FILE, RUNS_CSV
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
                  seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True,
-                 strict_baseline: bool = False) -> dict:
+                 strict_baseline: bool = False, equal_noise: bool = False) -> dict:
     """Analyse every result.json below `paths`, or the one table of runs given, and write report.md,
     summary.json, runs.csv (folders only) and (unless plots=False) noise.png and curves.png (folders only)
     into `out_dir`; return the summary. With `strict_baseline` (a baseline named on the command line) a
-    baseline that is no arm is refused before anything is written."""
+    baseline that is no arm is refused before anything is written; `equal_noise` pools every arm's noise
+    (the stated assumption of --assume-equal-noise)."""
     paths = [Path(p) for p in paths]
     is_table = any(tables.is_table(p) for p in paths)
     if is_table:
@@ -41,14 +42,14 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
             raise UserError("a table of runs is analysed on its own: give one TABLE, or add its rows to one table")
         runs, info = tables.read_table(paths[0], metric)
         _check_baseline(runs, baseline, strict_baseline)
-        summary = tables.summarize(runs, info, baseline, metric, seed, min_effect)
+        summary = tables.summarize(runs, info, baseline, metric, seed, min_effect, equal_noise=equal_noise)
     else:
         runs = load_runs(paths, metric)
         if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
             raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
         notes = name_arms(runs, read_study_base(paths))
         _check_baseline(runs, baseline, strict_baseline)
-        summary = analyze(runs, baseline, metric, seed, min_effect)
+        summary = analyze(runs, baseline, metric, seed, min_effect, equal_noise=equal_noise)
         summary["warnings"] = notes + list(summary.get("warnings") or [])
         adaptive = _adaptive_plan(paths)
         if adaptive is not None:
@@ -111,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--min-effect", type=float, default=MIN_EFFECT,
                         help=f"smallest effect worth detecting (metric units), for seeds-needed (default {MIN_EFFECT})")
+    parser.add_argument("--assume-equal-noise", action="store_true",
+                        help="judge every arm against one pooled training noise (the REML model), one-run arms "
+                             "included: more power, but false claims rise when an arm's noise is not the "
+                             "baseline's (docs/analysis.md)")
     parser.add_argument("--no-plots", action="store_true", help="skip noise.png and curves.png")
     args = parser.parse_args(argv)
     try:
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or (first if first.is_dir() else
                            tables.report_dir(first) if tables.is_table(first) else first.parent)
         summary = write_report(args.paths, out, args.baseline or "baseline", args.metric, args.seed,
-                               args.min_effect, plots=not args.no_plots, strict_baseline=args.baseline is not None)
+                               args.min_effect, plots=not args.no_plots, strict_baseline=args.baseline is not None,
+                               equal_noise=args.assume_equal_noise)
     except UserError as e:
         print(f"gptx.analyze: error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from pathlib import Path
 from gptx.analysis import simulate, stats
 from gptx.analysis import table as tables
 from gptx.analysis.runs import UserError, load_runs
+from gptx.analysis.sequential import MAX_SEEDS as ADAPTIVE_SEEDS
 from gptx.analysis.sequential import Plan
 from gptx.analysis.summary import analyze, jsonable
 from gptx.files import write_atomic
@@ -45,11 +46,13 @@ def fixed_power(n: int, k: int, sd_init: float, sd_train: float, effect: float, 
                 paired: bool) -> float:
     """Per-arm power of a fixed design with n init seeds an arm (one train seed each), k interventions.
 
-    Paired (per_parameter init: every arm starts from the baseline's weights at each seed): Δ̂ has
-    variance 2σ²_train/n on k(n−1) residual df. Unpaired: 2(σ²_init + σ²_train)/n on (k+1)(n−1) df.
+    The report's own test at the report's multiplicity (α/k, Bonferroni: Holm only does better). Paired
+    (per_parameter init: every arm at the baseline's init seeds): Δ̂ is the mean of n per-seed differences,
+    variance 2σ²_train/n, tested on their own n − 1 df. Unpaired: Welch's test of n per-seed values a side,
+    2(σ²_init + σ²_train)/n on 2(n − 1) df (at equal variances).
     """
     var = 2 * (sd_train**2 if paired else sd_init**2 + sd_train**2) / n
-    df = k * (n - 1) if paired else (k + 1) * (n - 1)
+    df = n - 1 if paired else 2 * (n - 1)
     if df < 1 or var <= 0:
         return 0.0
     return stats.t_power(df, abs(effect) / math.sqrt(var), alpha / k)
@@ -99,10 +102,16 @@ def _pilot(path: Path, baseline: str) -> dict:
     speed = [r["tokens_per_second"] for r in done if isinstance(r.get("tokens_per_second"), (int, float))]
     tokens = [r["tokens"] for r in done if isinstance(r.get("tokens"), (int, float))]
     world = [int(r.get("world_size") or 1) for r in done]
+    if design["df_train"] is None or design["df_train"] < 2:
+        df = "no" if design["df_train"] is None else f"{design['df_train']:.1f}"
+        raise UserError(f"the pilot sweep {path} measures σ_train on {df} df (fewer than 2): its upper limit is "
+                        "unbounded or near it, too uncertain to plan from; run the pilot at more init seeds, or "
+                        "state the noise with --sd-init/--sd-train")
     upper = {name: stats.sd_upper(design[f"sd_{name}"], design[f"df_{name}"]) for name in ("init", "train")}
     return {"sd_init": design["sd_init"] or 0.0, "sd_train": design["sd_train"], "df_init": design["df_init"],
             "df_train": design["df_train"], "sd_init_upper": upper["init"], "sd_train_upper": upper["train"],
             "arms": len([a for a in summary["arms"] if a != baseline]), "n_runs": len(done),
+            "arm_names": [a for a in summary["arms"] if a != baseline and "+" not in a],
             "tokens_per_second": statistics.median(speed) if speed else None,
             "tokens": statistics.median(tokens) if tokens else None,
             "gpus": statistics.median(world) if world else 1, "model": done[0].get("model") if done else None}
@@ -156,16 +165,23 @@ def make_plan(args) -> dict:
                         "init_seeds": n, "train_seeds": 1,
                         "power": fixed_power(n, k, sd_init, sd_train, effect, args.alpha, paired) if n else None,
                         **cost((k + 1) * n if n else math.inf)})
-    n_paired = designs[0]["init_seeds"]
-    if n_paired:  # the adaptive sweeper, given one wave more than the fixed design needs
-        seeds = tuple(range(1, max(3 + 3 * math.ceil((n_paired - 3) / 3), 3) + 4))
-        plan = Plan(arms=simulate.INTERVENTIONS[:k] if k <= len(simulate.INTERVENTIONS)
-                    else tuple(f"arm{i}" for i in range(k)), seeds=seeds, first_wave=3, wave_size=3,
-                    alpha=args.alpha, min_effect=effect, spending="pocock")
-        sim = simulate.calibrate_adaptive(plan, args.sims, args.seed, sd_init, sd_train, -effect)
-        designs.append({"design": "adaptive (hydra/sweeper=adaptive)", "init_seeds": f"3 + 3 a wave, ≤ {len(seeds)}",
-                        "train_seeds": 1, "power": sim["power"], "runs_if_no_effect": sim["runs_null"],
-                        "fwer": sim["fwer"], "sims": args.sims, **cost(sim["runs_alt"])})
+    arms = (pilot or {}).get("arm_names") or (list(simulate.INTERVENTIONS[:k]) if k <= len(simulate.INTERVENTIONS)
+                                              else [f"arm{i}" for i in range(k)])
+    for d in designs:
+        if d["init_seeds"]:
+            d["command"] = _command(experiment, args.baseline, arms, ",".join(map(str, range(1, d["init_seeds"] + 1))))
+    # the adaptive sweeper at its defaults (max_seeds = sequential.MAX_SEEDS, 3 + 3 a wave, O'Brien-Fleming)
+    adaptive = Plan(arms=tuple(arms), seeds=tuple(range(1, ADAPTIVE_SEEDS + 1)), first_wave=3, wave_size=3,
+                    alpha=args.alpha, min_effect=effect, spending="obrien_fleming")
+    sim = simulate.calibrate_adaptive(adaptive, args.sims, args.seed, sd_init, sd_train, -effect)
+    designs.append({"design": "adaptive (hydra/sweeper=adaptive)", "init_seeds": f"3 + 3 a wave, ≤ {ADAPTIVE_SEEDS}",
+                    "train_seeds": 1, "power": sim["power"], "runs_if_no_effect": sim["runs_null"],
+                    "fwer": sim["fwer"], "sims": args.sims, **cost(sim["runs_alt"]),
+                    "command": _command(experiment, args.baseline, arms, "1,2,3") + " hydra/sweeper=adaptive "
+                    f"hydra.sweeper.max_seeds={ADAPTIVE_SEEDS} hydra.sweeper.wave_size=3 "
+                    "hydra.sweeper.spending=obrien_fleming "
+                    f"hydra.sweeper.alpha={args.alpha:g} hydra.sweeper.min_effect={effect:g}"
+                    + (f" hydra.sweeper.baseline={args.baseline}" if args.baseline != "baseline" else "")})
     study = None
     if k == len(simulate.INTERVENTIONS):
         cells, _ = simulate._design("interventions")
@@ -183,6 +199,12 @@ def make_plan(args) -> dict:
                     "usd": gpu_hours * args.price, "price_per_gpu_hour": args.price},
             "designs": designs, "study": study,
             "conservative": _conservative(pilot, k, effect, args) if pilot else None}
+
+
+def _command(experiment: str | None, baseline: str, arms: list[str], seeds: str) -> str:
+    """The command that runs a design: every arm and the baseline at the given init seeds."""
+    return (f"python -m gptx.train -m{f' +experiment={experiment}' if experiment else ''} "
+            f"intervention={','.join([baseline, *arms])} init_seed={seeds}")
 
 
 def _conservative(pilot: dict, k: int, effect: float, args) -> dict | None:
@@ -221,6 +243,9 @@ def markdown(p: dict) -> str:
         power = "n/a" if d["power"] is None else f"{d['power']:.2f}" + (" (simulated)" if "sims" in d else "")
         out.append(f"| {d['design']} | {d['init_seeds'] or f'> {MAX_SEEDS}'} | {d['train_seeds']} | {runs} | {power} | "
                    f"{d['gpu_hours']:,.0f} | {_money(d['usd'])} |")
+    out += ["", "The commands that run these designs:", "", "```"]
+    out += [f"# {d['design']}\n{d['command']}" for d in p["designs"] if d.get("command")]
+    out += ["```"]
     adaptive = next((d for d in p["designs"] if "runs_if_no_effect" in d), None)
     out += ["", "One train seed an init seed: in the paired design σ_init cancels, so a second train seed buys "
             "what a second init seed buys, with fewer df; unpaired, a new init seed also averages σ_init."]

@@ -88,6 +88,12 @@ def study_summary(tmp_path):
     return analyze.write_report([study(tmp_path / "sweep")], tmp_path / "out")
 
 
+@pytest.fixture
+def study_pooled(tmp_path):
+    """The study read with --assume-equal-noise: one-run arms judged against the pooled training noise."""
+    return analyze.write_report([study(tmp_path / "sweep")], tmp_path / "pooled", plots=False, equal_noise=True)
+
+
 def test_arm_name():
     assert runs.arm_name(["qkv_bias", "grad_clip"]) == "grad_clip+qkv_bias"
     assert runs.arm_name(["baseline"]) == runs.arm_name([]) == "baseline"
@@ -126,19 +132,31 @@ def test_study_grid_anova(study_summary):
     assert grid["df_residual"] == 2
 
 
-def test_study_arms_sorted_worst_first_and_verdicts(study_summary):
+def test_study_one_run_arms_get_no_verdict_on_their_own_noise(study_summary):
     arms = study_summary["arms"]
     assert study_summary["order"][0] == "weight_tying" and study_summary["order"][-1] == "lr_schedule"
     assert arms["baseline"]["n"] == 7 and arms["baseline"]["n_runs"] == 8  # the rerun is a repeat
-    assert arms["grad_clip"]["sd"] is None
+    for a in ("grad_clip", "lr_schedule", "qkv_bias", "weight_tying"):
+        assert arms[a]["verdict"] == "not testable" and arms[a]["p"] is None and arms[a]["method"] == "one run"
+        assert "--assume-equal-noise" in arms[a]["why_not_testable"]  # the assumption a verdict would need
+    assert arms["lr_schedule"]["delta"] == pytest.approx(-0.0817558, abs=1e-6)  # the estimate, untested
+
+
+def test_study_arms_sorted_worst_first_and_verdicts(study_pooled):
+    arms = study_pooled["arms"]
+    assert arms["grad_clip"]["sd"] is None and arms["grad_clip"]["method"] == "pooled"
+    assert "equals the baseline's" in arms["grad_clip"]["assumption"]
     assert arms["grad_clip"]["verdict"] == "no detectable effect" and arms["grad_clip"]["min_detectable"] > 0
-    assert arms["weight_tying"]["verdict"] == "worse" and arms["lr_schedule"]["verdict"] == "better"
+    assert arms["lr_schedule"]["verdict"] == "better"
+    # weight tying removes the head: its initial function is not the baseline's, so one run is unpaired
+    assert arms["weight_tying"]["pairing"] == "unpaired" and arms["weight_tying"]["verdict"] != "worse"
     assert all(arms[a]["tentative"] for a in ("grad_clip", "lr_schedule", "weight_tying"))  # one run each
     names = ("grad_clip", "lr_schedule", "qkv_bias", "weight_tying")
     assert [arms[a]["p_holm"] for a in names] == pytest.approx(stats.holm([arms[a]["p"] for a in names]))
 
 
-def test_study_one_estimand_per_row(study_summary):
+def test_study_one_estimand_per_row(study_pooled):
+    study_summary = study_pooled
     for arm in ("grad_clip", "lr_schedule", "qkv_bias", "weight_tying"):
         e = study_summary["arms"][arm]
         assert e["ci"][0] < e["delta"] < e["ci"][1] and e["df"] > 0
@@ -156,7 +174,8 @@ def test_init_weights_and_shared_parameter_identity(study_summary):
     assert ident == {"grad_clip": (26, 26), "qkv_bias": (2, 26), "weight_tying": (25, 25)}
     assert arms["qkv_bias"]["param_identity"]["only_in_arm"] == ["trf_blocks.0.att.b_query"]
     assert arms["weight_tying"]["param_identity"]["only_in_baseline"] == ["out_head.weight"]
-    assert arms["weight_tying"]["pairing"] == "paired"  # every shared parameter identical: partial pairing
+    # every shared parameter identical, but the parameter set differs: one run pairs with nothing
+    assert arms["weight_tying"]["pairing"] == "paired"  # at one shared init seed: by seed, untested
 
 
 def test_excluded_runs_are_listed_never_dropped(study_summary):
@@ -414,3 +433,78 @@ def test_the_analysis_never_imports_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# --- each arm against its own noise; identical means identical (issue: verdicts under misbehaving noise) --
+
+def test_each_arm_is_judged_on_its_own_differences(tmp_path):
+    from scipy import stats as sps
+    rng = np.random.default_rng(1)
+    diffs = {}
+    for s in range(1, 6):
+        base = 3.7 + rng.normal(0, 0.02)
+        make_run(tmp_path, f"b{s}", init_seed=s, loss=base, curve=False)
+        for arm, sd in (("no_dropout", 0.0005), ("lr_schedule", 0.02)):  # one quiet arm, one noisy arm
+            loss = base - 0.01 + rng.normal(0, sd)
+            make_run(tmp_path, f"{arm}{s}", (arm,), s, None, loss, curve=False)
+            diffs.setdefault(arm, []).append(loss - base)
+    s = analyze.write_report([tmp_path], tmp_path / "out", plots=False)
+    for arm, d in diffs.items():
+        e, ref = s["arms"][arm], sps.ttest_1samp(d, 0.0)
+        assert e["method"] == "paired" and e["df"] == 4 and e["p"] == pytest.approx(ref.pvalue)
+        assert e["sd_difference"] == pytest.approx(np.std(d, ddof=1)) and "own variance" in e["assumption"]
+    assert s["arms"]["no_dropout"]["verdict"] == "better"
+    assert s["arms"]["lr_schedule"]["verdict"] == "no detectable effect"  # its own noise is 40 x larger
+
+
+def test_an_arm_with_other_parameters_is_paired_by_its_own_differences(tmp_path):
+    paired_sweep(tmp_path, arms=("weight_tying",))
+    for s in range(1, 6):  # weight tying removes the head: another parameter set, another initial function
+        r = json.loads((tmp_path / f"weight_tying{s}" / "result.json").read_text())
+        r.update(init_weights_sha256=sha("tied", s), init_param_sha256={"a": "x"})
+        (tmp_path / f"weight_tying{s}" / "result.json").write_text(json.dumps(r))
+    e = analyze.write_report([tmp_path], tmp_path / "out", plots=False)["arms"]["weight_tying"]
+    assert e["method"] == "paired" and e["df"] == 4 and e["verdict"] == "better"
+
+
+def test_a_data_seed_the_baseline_never_ran_gets_no_verdict(tmp_path):
+    for s in range(1, 4):
+        make_run(tmp_path, f"b{s}", init_seed=s, loss=3.7 + 0.01 * s, curve=False)
+        make_run(tmp_path, f"g{s}", ("grad_clip",), init_seed=s, loss=3.6 + 0.01 * s + 0.001 * s * s,
+                 data_seed=7, curve=False)
+    s = analyze.write_report([tmp_path], tmp_path / "out", plots=False)
+    gc = s["arms"]["grad_clip"]
+    assert gc["verdict"] == "not testable" and "data seed(s) 7 the baseline never ran" in gc["why_not_testable"]
+    assert any("data seed(s) 7" in w for w in s["warnings"])
+    pooled = analyze.write_report([tmp_path], tmp_path / "pooled", plots=False, equal_noise=True)
+    assert pooled["arms"]["grad_clip"]["verdict"] == "not testable"  # no assumption lends it a verdict
+
+
+def test_same_weights_but_another_metric_is_not_identical(tmp_path):
+    for s_ in range(1, 4):  # an evaluation-side change: the weights agree, the test loss does not
+        make_run(tmp_path, f"b{s_}", init_seed=s_, loss=3.7 + 0.01 * s_, final_hash=f"w{s_}", curve=False)
+        make_run(tmp_path, f"g{s_}", ("grad_clip",), init_seed=s_, loss=3.68 + 0.01 * s_ + 1e-4 * s_ * s_,
+                 final_hash=f"w{s_}", curve=False)
+    gc = analyze.write_report([tmp_path], tmp_path / "out", plots=False)["arms"]["grad_clip"]
+    assert gc["verdict"] == "better" and gc["delta"] == pytest.approx(-0.02 + 14e-4 / 3)
+
+
+def test_identical_at_one_seed_and_failed_at_the_others_is_not_identical(tmp_path):
+    for s_ in range(1, 4):
+        make_run(tmp_path, f"b{s_}", init_seed=s_, loss=3.7 + 0.01 * s_, final_hash=f"w{s_}", curve=False)
+    make_run(tmp_path, "g1", ("grad_clip",), init_seed=1, loss=3.71, final_hash="w1", curve=False)
+    for s_ in (2, 3):
+        make_run(tmp_path, f"g{s_}", ("grad_clip",), init_seed=s_, loss=None, status="failed", curve=False)
+    s = analyze.write_report([tmp_path], tmp_path / "out", plots=False)
+    gc = s["arms"]["grad_clip"]
+    assert gc["verdict"] != "identical to the baseline" and gc["identical_seeds"] == [1, 3]
+    assert "at 1 of 3 seeds only" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_identical_at_one_seed_of_one_is_tentative(tmp_path):
+    for s_ in (1, 2):
+        make_run(tmp_path, f"b{s_}", init_seed=s_, loss=3.7 + 0.01 * s_, final_hash=f"w{s_}", curve=False)
+    make_run(tmp_path, "g1", ("grad_clip",), init_seed=1, loss=3.71, final_hash="w1", curve=False)
+    gc = analyze.write_report([tmp_path], tmp_path / "out", plots=False)["arms"]["grad_clip"]
+    assert gc["verdict"] == "identical to the baseline" and gc["tentative"]
+    assert "identical to the baseline (tentative)" in (tmp_path / "out" / "report.md").read_text()

@@ -28,7 +28,7 @@ def test_with_several_arms_the_plan_is_conservative():
 def test_pairing_cancels_the_init_noise():
     paired = plan.seeds_for(8, 0.0155, 0.0058, 0.01, 0.05, 0.8, paired=True)
     unpaired = plan.seeds_for(8, 0.0155, 0.0058, 0.01, 0.05, 0.8, paired=False)
-    assert (paired, unpaired) == (10, 71)
+    assert (paired, unpaired) == (13, 72)  # the verdict's test: own differences on n − 1 df
     assert plan.fixed_power(paired, 8, 0.0155, 0.0058, 0.01, 0.05, True) >= 0.8
     assert plan.fixed_power(paired - 1, 8, 0.0155, 0.0058, 0.01, 0.05, True) < 0.8
     assert plan.seeds_for(8, 0.0155, 0.5, 0.001, 0.05, 0.8, paired=True) is None  # past MAX_SEEDS
@@ -39,12 +39,12 @@ def test_the_default_plan_is_the_studys_question_priced(tmp_path, capsys):
     p = json.loads((tmp_path / "plan.json").read_text())
     assert p["run"]["gpu_hours"] == pytest.approx(27.2)  # 3 h 24 min on 8 GPUs
     paired, unpaired, adaptive = p["designs"]
-    assert (paired["init_seeds"], paired["runs"], paired["usd"]) == (10, 90, pytest.approx(90 * 27.2 * 2))
-    assert (unpaired["init_seeds"], unpaired["runs"]) == (71, 71 * 9)
+    assert (paired["init_seeds"], paired["runs"], paired["usd"]) == (13, 117, pytest.approx(117 * 27.2 * 2))
+    assert (unpaired["init_seeds"], unpaired["runs"]) == (72, 72 * 9)
     assert adaptive["runs"] < paired["runs"] * 1.5 and adaptive["power"] >= 0.8 - 0.15
     assert p["study"]["runs"] == 15 and p["study"]["power"] < 0.3
     text = (tmp_path / "plan.md").read_text()
-    assert "| fixed, paired (per_parameter init) | 10 | 1 | 90 | 0.85 | 2,448 | $4,896 |" in text
+    assert "| fixed, paired (per_parameter init) | 13 | 1 | 117 | 0.83 | 3,182 | $6,365 |" in text
     assert text in capsys.readouterr().out
 
 
@@ -106,3 +106,47 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_one_default_number_of_seeds_for_the_plan_and_the_sweeper():
+    from gptx.analysis.sequential import MAX_SEEDS
+    from hydra_plugins.gptx_sweepers.adaptive import AdaptiveSweeperConf
+    assert AdaptiveSweeperConf.max_seeds == MAX_SEEDS == 12
+
+
+def test_a_pilot_on_fewer_than_2_df_is_refused(tmp_path, capsys):
+    for i, (arm, seed, loss) in enumerate([("baseline", 1, 5.0), ("baseline", 2, 5.01), ("grad_clip", 1, 4.99),
+                                           ("grad_clip", 2, 5.0)]):  # 4 runs: σ_train on 1 df
+        run = tmp_path / "pilot" / f"r{i}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({
+            "status": "completed", "arm": arm, "intervention": [arm], "init_seed": seed, "test_loss": loss,
+            "final_weights_sha256": f"f{i}", "init_weights_sha256": f"i{seed}", "tokens": 1000}))
+    assert plan.main([str(tmp_path / "pilot"), "--sims", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "fewer than 2" in err and err.count("\n") == 1
+
+
+def test_the_plan_prints_the_command_of_each_design_it_costed(tmp_path, capsys):
+    assert plan.main(["--sims", "4", "--out", str(tmp_path), "--arms", "2"]) == 0
+    p = json.loads((tmp_path / "plan.json").read_text())
+    paired, _, adaptive = p["designs"]
+    seeds = ",".join(map(str, range(1, paired["init_seeds"] + 1)))
+    assert paired["command"] == ("python -m gptx.train -m +experiment=gpt2_small_chinchilla "
+                                 f"intervention=baseline,fp32,grad_clip init_seed={seeds}")
+    assert "hydra/sweeper=adaptive hydra.sweeper.max_seeds=12" in adaptive["command"]
+    assert adaptive["command"] in (tmp_path / "plan.md").read_text()
+
+
+def test_the_report_and_the_plan_give_one_answer_on_one_pilot(tmp_path):
+    """Same test, multiplicity and σ: the report's Planning and gptx.plan agree, at σ's estimate and at its
+    upper limit."""
+    from gptx.analysis.runs import load_runs
+    from gptx.analysis.summary import analyze
+
+    _pilot(tmp_path / "pilot", np.random.default_rng(0))
+    assert plan.main([str(tmp_path / "pilot"), "--sims", "2"]) == 0
+    p = json.loads((tmp_path / "pilot" / "plan.json").read_text())
+    report = analyze(load_runs([tmp_path / "pilot"]))["planning"]["paired"]
+    assert (report["seeds_point"], report["seeds"]) == (p["designs"][0]["init_seeds"],
+                                                        p["conservative"]["paired_init_seeds"]) == (9, 19)

@@ -54,3 +54,50 @@ def test_the_report_never_crashes_on_random_layouts():
         for e in summary["arms"].values():
             if e["ci"]:
                 assert e["ci"][0] <= e["delta"] <= e["ci"][1]
+
+
+# --- the noise misbehaving (docs/analysis.md, "When the noise misbehaves") --------------------------
+
+ROBUST_SIMS = 120
+
+
+@pytest.mark.parametrize("design,case", [
+    ("interventions_paired", 1), ("interventions_paired", 2), ("interventions_paired", 3),
+    ("interventions_paired", 4), ("interventions_paired", 5), ("paired_failures", 1), ("paired_failures", 4),
+    ("interventions", 2),
+])
+def test_false_claims_at_most_alpha_when_the_noise_misbehaves(design, case):
+    c = simulate.cases(simulate.design_arms(design))[case]
+    r = simulate.calibrate(design, ROBUST_SIMS, seed=21, case=c, power=False)
+    assert r["fwer"] <= _bound(ROBUST_SIMS), c.name
+
+
+def test_the_check_can_fail():
+    """The same check on the pooled-noise method (--assume-equal-noise), where it is known to fail."""
+    c = simulate.cases(simulate.design_arms("interventions"))[2]  # every arm 2 × σ_train, one run an arm
+    r = simulate.calibrate("interventions", ROBUST_SIMS, seed=21, case=c, power=False, equal_noise=True)
+    assert r["fwer"] > _bound(ROBUST_SIMS)
+
+
+def test_the_cases_draw_what_they_say():
+    rng = np.random.default_rng(0)
+    cells = [(a, i, None) for a in ("baseline", "grad_clip") for i in range(400)]
+    noisy = simulate.Case(scale=(("grad_clip", 3.0),))
+    runs = simulate.sweep(cells, rng, sd_init=0.0, case=noisy)
+    by = {a: np.array([r.value for r in runs if r.arm == a]) for a in ("baseline", "grad_clip")}
+    assert by["grad_clip"].std() / by["baseline"].std() == pytest.approx(3.0, rel=0.15)
+    heavy = simulate.sweep(cells, rng, sd_init=0.0, case=simulate.Case(t_df=4.0))
+    x = np.array([r.value for r in heavy]) - 3.7
+    assert x.std() == pytest.approx(simulate.SD_TRAIN, rel=0.2) and np.mean(np.abs(x) > 4 * x.std()) > 0.001
+    own = simulate.sweep(cells, rng, sd_train=1e-9, case=simulate.Case(own_init=("grad_clip",)))
+    d = np.array([r.value for r in own if r.arm == "grad_clip"]) - np.array([r.value for r in own
+                                                                            if r.arm == "baseline"])
+    assert d.std() == pytest.approx(math.sqrt(2) * simulate.SD_INIT, rel=0.15)  # its init effect is its own
+    assert own[-1].result["init_param_sha256"].keys() > own[0].result["init_param_sha256"].keys()
+
+
+def test_equal_noise_power_is_what_the_pooled_method_had():
+    """--assume-equal-noise keeps the pooled model's verdicts, and their power, for those who accept it."""
+    pooled = simulate.calibrate("interventions_paired", 60, seed=5, effect=-0.01, equal_noise=True)
+    own = simulate.calibrate("interventions_paired", 60, seed=5, effect=-0.01)
+    assert pooled["power"] > own["power"]

@@ -1,6 +1,7 @@
 """gptx.stats against textbook values worked by hand (closed forms where the distribution allows)."""
 
 import math
+import statistics
 
 import pytest
 from scipy import stats as sps
@@ -173,3 +174,19 @@ def test_two_way_anova_truncates_negative_components_and_needs_a_grid():
     assert flat.var_residual == 0 and flat.p_init is None
     with pytest.raises(ValueError):
         stats.two_way_anova([[1, 2, 3]])
+
+
+def test_paired_test_is_the_one_sample_t_test_of_the_differences():
+    d = [0.012, -0.004, 0.020, 0.007]
+    r, ref = stats.paired_test(d), sps.ttest_1samp(d, 0.0)
+    assert (r.df, r.t, r.p) == (3, pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    assert r.ci[0] < r.estimate < r.ci[1] and stats.paired_test([0.01, 0.01]).p is None  # no spread
+
+
+def test_two_sample_test_uses_welchs_se_on_hsus_conservative_df():
+    a, b = [3.70, 3.72, 3.75], [3.60, 3.61, 3.66, 3.62, 3.64]
+    r = stats.welch_test(a, b)
+    se = math.sqrt(statistics.variance(a) / 3 + statistics.variance(b) / 5)
+    assert r.df == 2 and r.se == pytest.approx(se)
+    assert r.estimate == pytest.approx(statistics.mean(a) - statistics.mean(b))
+    assert r.p == pytest.approx(2 * sps.t.sf(r.estimate / se, 2))

@@ -147,15 +147,24 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
     """One intervention's verdict, its comparison, initial-weight identity, test-set noise and power."""
     if e["verdict"] == "identical to the baseline":
         why = f" The runs' records: {e['identical_why']}." if e.get("identical_why") else ""
-        return (f"- `{a}`: **identical to the baseline**: this intervention changed nothing in this set-up "
-                f"(all {e['n_identical']} run(s) ended with the baseline's final weights, "
-                f"final_weights_sha256, at the same seeds); Δ = 0 exactly, nothing to test.{why}")
+        k = (e.get("identical_seeds") or (0, 0))[0]
+        tentative = (" Tentative: identical at 1 of 1 seed; one seed cannot show that the change never acts."
+                     if k == 1 else "")
+        return (f"- `{a}`: **{_verdict_cell(e)}**: this intervention changed nothing in this set-up "
+                f"(all {e['n_identical']} run(s), at {k} seed(s), ended with the baseline's status, final "
+                f"weights (final_weights_sha256) and metric at the same seeds); Δ = 0 exactly, nothing to "
+                f"test.{why}{tentative}")
     if e["why_not_testable"] and e.get("pairing") is None:
         return f"- `{a}`: **not testable**: {e['why_not_testable']}."
-    pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
-               "unpaired": "unpaired: no run shares an init block with the baseline, so initial-weight noise "
-                           "is part of the difference",
-               "partly paired": "partly paired: some runs share an init block with the baseline"}[e["pairing"]]
+    if e.get("method") == "pooled":
+        pairing = {"paired": "paired: every run shares its init block (seed and initial weights) with baseline runs",
+                   "unpaired": "unpaired: no run shares an init block with the baseline, so initial-weight noise "
+                               "is part of the difference",
+                   "partly paired": "partly paired: some runs share an init block with the baseline"}[e["pairing"]]
+    else:
+        pairing = {"paired": "paired: the baseline ran every init seed (and data seed) it ran",
+                   "unpaired": "unpaired: it shares no init seed with the baseline",
+                   "partly paired": "partly paired: it shares some init seeds with the baseline"}[e["pairing"]]
     text = f"- `{a}`: **{_verdict_cell(e)}**. "
     if e["why_not_testable"]:
         text += f"Not testable: {e['why_not_testable']}. Δ = {_f(e['delta'], sign=True)} (not tested). "
@@ -165,12 +174,19 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
         if e["z"] is not None:
             text += (f"z = {e['z']:+.2f} ({e['band']}) in units of the SD of one arm-minus-baseline "
                      f"difference in this comparison, {_f(e['sd_difference'])}. ")
+        if e.get("assumption"):
+            text += f"Judged on the assumption that {e['assumption']}. "
         if e["verdict"] == "no detectable effect" and e["min_detectable"] is not None:
             text += (f"This comparison could have detected |Δ| ≥ {_f(e['min_detectable'])} with 80% power "
-                     "(α = 0.05); smaller effects are not excluded. ")
+                     "at the verdict's own multiplicity (α = 0.05 over the arms, Bonferroni); smaller effects "
+                     "are not excluded. ")
         if e["tentative"]:
             text += "Tentative: it rests on " + ("one run" if e["n"] == 1 else f"{e['df']:.1f} df") + ". "
-    text += f"It is {pairing} ({e['n_blocks_shared']} shared block(s))."
+    text += f"It is {pairing} ({e['n_blocks_shared']} shared seed(s))."
+    k_n = e.get("identical_seeds")
+    if k_n and k_n[0] < k_n[1]:
+        text += (f" Identical to the baseline (status, final weights, metric) at {k_n[0]} of {k_n[1]} seeds "
+                 "only: not identical.")
     ident = e.get("param_identity")
     if ident:
         only = len(ident["only_in_arm"])
@@ -187,7 +203,9 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
     need = e.get("seeds_needed")
     if need and need.get("seeds"):
         unit = "pairs" if e["pairing"] != "unpaired" else "seeds an arm"
-        text += f" To detect the minimum effect (see Planning): {need['seeds']} {unit}."
+        point = f"{need['seeds_point']} at σ's estimate, " if need.get("seeds_point") else ""
+        text += (f" To detect the minimum effect with 80% power at α = {need['alpha']:.3g} (the verdict's test "
+                 f"and multiplicity): {point}{need['seeds']} at its upper 95% limit ({unit}).")
     return text
 
 
@@ -209,14 +227,16 @@ def _design_md(summary: dict) -> list[str]:
             out.append(f"- {name}: {_f(sd)} (REML, Satterthwaite df {df:.1f}{flag}).")
     pl = summary["planning"]
     if pl:
-        out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), α = 0.05, 80% "
-                "power, from the upper 95% confidence limit of σ (not from any observed Δ):"]
+        out += ["", f"Planning for a minimum effect of {pl['min_effect']} (--min-effect), 80% power, the "
+                f"verdict's test at its multiplicity (α = 0.05 over the arms: {pl['alpha']:.3g} each), from σ's "
+                "estimate and its upper 95% confidence limit (not from any observed Δ); `python -m gptx.plan` "
+                "plans the same way:"]
         for name, what, sd in (("paired", "pairs (same init seeds, initial weights unchanged)", "one difference"),
                                ("unpaired", "seeds an arm (unpaired)", "one run")):
             e = pl[name]
             if e["seeds"]:
-                out.append(f"- {e['seeds']} {what}: σ of {sd} ≤ {_f(e['sd_upper'])} "
-                           f"(estimate {_f(e['sd'])}, {e['df']:.1f} df).")
+                out.append(f"- {e['seeds']} {what} at σ of {sd} ≤ {_f(e['sd_upper'])} (its upper limit); "
+                           f"{e['seeds_point'] or 'n/a'} at its estimate {_f(e['sd'])} ({e['df']:.1f} df).")
             else:
                 out.append(f"- {name}: not planned (σ not estimable with ≥ 1 df from these runs).")
     return out
@@ -262,8 +282,11 @@ def markdown(summary: dict) -> str:
     compared = [a for a in order if a != base]
     out += ["", "## Interventions vs baseline", ""]
     if compared:
-        out += ["Every number in a row comes from one comparison in one model of the whole design "
-                "(see Design model): Δ is the estimate tested, inside its CI; n and df beside it. "
+        out += ["Every number in a row comes from one comparison: the arm's own per-seed differences with the "
+                "baseline (or the per-seed means, each side its own variance), each arm against its own noise; "
+                "under --assume-equal-noise the "
+                "design model's contrast (see Design model). Δ is the estimate tested, inside its CI; n and df "
+                "beside it; an arm with one run gets its Δ, untested. "
                 "(tentative) marks a verdict resting on one run or fewer than 3 df.", ""]
         out += _md_table(["arm", "n", "pairing", "Δ", "95% CI of Δ", "df", "p", "Holm p", "z", "verdict"],
                          [[f"`{a}`", e["n"], e.get("pairing") or "n/a", _delta(e),
@@ -299,13 +322,24 @@ def markdown(summary: dict) -> str:
     out += _md_table(["run", "arm", "status", "reason"], [[f"`{x['path']}`", f"`{x['arm']}`", x["status"],
                                                            x["reason"]] for x in summary["excluded"]]) \
         if summary["excluded"] else ["None."]
+    pooled = (summary.get("design") or {}).get("equal_noise")
+    comparison = (
+        "Each intervention is judged against the pooled noise of the design model (--assume-equal-noise): "
+        "its arm effect against the baseline, with a t test on Satterthwaite degrees of freedom, on the "
+        "assumption that every arm's training noise equals the baseline's. " if pooled else
+        "Each intervention is judged against its own noise: at two or more init seeds it shares with the "
+        "baseline (same data seed), the per-seed differences and their own variance (t on n − 1 df); else "
+        "the per-seed means with each side's own variance (Welch's SE, min(n) − 1 df); one run gets no "
+        "verdict (its noise is unmeasured). ")
     out += ["", "## Method", "",
             "All included runs (repeats averaged per seed configuration) are fitted by one linear mixed model: "
             "loss = arm (fixed) + init block (random: runs with the same init_seed and the same initial "
-            "weights for the parameters they share) + training noise, by REML. Each intervention's Δ is its "
-            "arm effect against the baseline, with a t test on Satterthwaite degrees of freedom; p-values are "
-            "Holm-corrected across interventions (α = 0.05). An intervention whose runs differ from the "
-            "baseline's by a variance source the runs cannot estimate is not testable. Verdicts: better, "
-            "worse, no detectable effect (with the smallest effect detectable at 80% power), not testable, "
-            "identical to the baseline. Details and the calibration by simulation: docs/analysis.md.", ""]
+            "weights for the same parameters) + training noise, by REML; it describes the noise and plans. "
+            + comparison +
+            "p-values are Holm-corrected across interventions (α = 0.05). An arm at a data seed the baseline "
+            "never ran, or whose runs differ from the baseline's by a variance source the runs cannot estimate, "
+            "is not testable. Verdicts: better, worse, no detectable effect (with the smallest effect "
+            "detectable at 80% power at the same multiplicity), not testable, identical to the baseline "
+            "(every run: same status, final weights and metric at the same seeds). Details and the "
+            "calibration by simulation: docs/analysis.md.", ""]
     return "\n".join(out)

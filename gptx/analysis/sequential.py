@@ -12,9 +12,13 @@ The procedure (docs/analysis.md, "Adaptive sweeps"), for K interventions compare
   its share of α: α/m over the m hypotheses not yet rejected (Holm's recycling, see `_efficacy`). The
   levels over the looks sum to at most a, so the family-wise rate of false better/worse claims is ≤ α
   whatever the looks' correlation, the futility stops or the budget do (those only remove chances).
-- **Futility**: an arm stops as `smaller than the minimum effect` when its 95% CI lies inside
-  ±min_effect: what it could still show is smaller than the effect the sweep was planned to find.
-- An arm that ended bit-identical to the baseline (same final weights at every seed) stops at once.
+- **Smaller than the minimum effect**, a claim with its own error control: an arm stops so when the
+  confidence interval at the α that look may spend (two one-sided tests, α/K an arm spent over the looks
+  with the same spending function, K arms) lies inside ±min_effect: the chance of any false "smaller"
+  claim over every arm and look is ≤ α. An arm whose plain 95% CI lies inside ±min_effect (but not that
+  interval) stops as `stopped for futility (no claim)`: it saves the runs and claims nothing.
+- An arm identical to the baseline (every run, any status, with the baseline's final weights and metric
+  at the same seeds, at two or more seeds) stops at once.
 - Arms still open after the last wave: `no detectable effect`; when max_runs or max_gpu_hours would be
   passed by the next wave the sweep stops there and they stay `undecided (budget)`.
 
@@ -33,6 +37,8 @@ from gptx.analysis.summary import analyze
 SPENDING = ("obrien_fleming", "pocock")
 OPEN, BUDGET = "open", "undecided (budget)"
 SMALLER = "smaller than the minimum effect"
+FUTILITY = "stopped for futility (no claim)"
+MAX_SEEDS = 12  # init seeds an arm gets at most: the sweeper's default, and what gptx.plan costs
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,8 @@ class Plan:
 class Arm:
     """One intervention's course through the waves."""
 
-    status: str = OPEN  # open, better, worse, smaller than the minimum effect, identical to the baseline,
-    # no detectable effect, undecided (budget)
+    status: str = OPEN  # open, better, worse, smaller than the minimum effect, stopped for futility (no
+    # claim), identical to the baseline, no detectable effect, undecided (budget)
     wave: int | None = None  # the wave (1-based) whose look decided it
     seeds: int = 0  # seeds planned for it so far
     why: str = ""
@@ -153,6 +159,7 @@ def _look(plan: Plan, arm: Arm, e: dict, wave: int, n: int, previous_n: int) -> 
     arm.seeds = n
     arm.looks.append({"wave": wave, "seeds": n, "t": n / len(plan.seeds), "t_before": previous_n / len(plan.seeds),
                       "delta": e.get("delta"), "ci": e.get("ci"), "p": e.get("p"), "verdict": e["verdict"],
+                      "se": e.get("delta_se"), "df": e.get("df"), "tentative": e.get("tentative", False),
                       "why_not_testable": e.get("why_not_testable")})
 
 
@@ -187,14 +194,42 @@ def _efficacy(plan: Plan, arms: dict[str, Arm], wave: int) -> None:
                        f" (α/{m} shared over the looks)")
 
 
+def _smaller_interval(plan: Plan, look: dict) -> tuple[float, float, float] | None:
+    """The look's confidence interval at the α a "smaller" claim may spend there: (low, high, level).
+
+    Two one-sided tests of |Δ| ≥ min_effect, each at level ℓ = f(t_k; α/K) − f(t_{k−1}; α/K) (K arms in
+    the plan): the (1 − 2ℓ) interval inside ±min_effect. The levels over an arm's looks add up to α/K and
+    over the arms to α, so the chance of any false "smaller" claim (its |Δ| is min_effect or more) is ≤ α.
+    """
+    if look["se"] is None or look["df"] is None or look["p"] is None:
+        return None
+    share = plan.alpha / len(plan.arms)
+    level = plan.spent(look["t"], share) - plan.spent(look["t_before"], share)
+    if level <= 0:
+        return None
+    half = float(sps.t.isf(level, look["df"])) * look["se"]
+    return look["delta"] - half, look["delta"] + half, level
+
+
 def _stop_or_go_on(plan: Plan, arm: Arm, wave: int, last: bool) -> None:
     """After efficacy: stop an arm that is identical to the baseline, too small to matter, or out of seeds."""
     look = arm.looks[-1]
-    if look["verdict"] == "identical to the baseline":
-        arm.status, arm.wave, arm.why = look["verdict"], wave, "same final weights as the baseline at every seed"
-    elif look["ci"] is not None and -plan.min_effect < look["ci"][0] and look["ci"][1] < plan.min_effect:
+    small = _smaller_interval(plan, look)
+    if look["verdict"] == "identical to the baseline" and not look["tentative"]:
+        # the report's rule, no weaker: every run, any status, matches the baseline's weights and metric
+        arm.status, arm.wave = look["verdict"], wave
+        arm.why = (f"same status, final weights and {plan.metric} as the baseline at all {look['seeds']} seeds")
+    elif small is not None and -plan.min_effect < small[0] and small[1] < plan.min_effect:
         arm.status, arm.wave = SMALLER, wave
-        arm.why = f"95% CI [{look['ci'][0]:+.4f}, {look['ci'][1]:+.4f}] inside ±{plan.min_effect:g}"
+        arm.why = (f"{100 * (1 - 2 * small[2]):.4g}% CI [{small[0]:+.4f}, {small[1]:+.4f}] inside "
+                   f"±{plan.min_effect:g}: each side tested at {small[2]:.3g}, the α that look may spend "
+                   f"(α/{len(plan.arms)} an arm over the looks)")
+    elif look["ci"] is not None and -plan.min_effect < look["ci"][0] and look["ci"][1] < plan.min_effect:
+        # non-binding futility: what the arm could still show is unlikely to reach the planned effect, but
+        # one 95% CI among many looks and arms is no error-controlled claim, so none is made
+        arm.status, arm.wave = FUTILITY, wave
+        arm.why = (f"95% CI [{look['ci'][0]:+.4f}, {look['ci'][1]:+.4f}] inside ±{plan.min_effect:g}: stopped "
+                   "to save runs; this claims nothing about the effect")
     elif last:
         arm.status, arm.wave = "no detectable effect", wave
         arm.why = (f"all {look['seeds']} seeds run; p = {look['p']:.3g} never crossed its boundary"

@@ -1,16 +1,20 @@
 """Calibration by simulation: the report's own analysis on sweeps drawn from stated variance components.
 
-    python -m gptx.analysis.simulate [--sims 2000] [--sd-init 0.0155] [--sd-train 0.0058] [--seed 0] [--adaptive]
+    python -m gptx.analysis.simulate [--sims 2000] [--sd-init 0.0155] [--sd-train 0.0058] [--seed 0]
+                                     [--adaptive | --cases] [--assume-equal-noise]
 
 Each preset design is laid out as `gptx.train` lays it out (arms, init and train seeds, failed runs),
 losses are drawn as 3.7 + Δ_arm + u_init-seed + e_run, and `gptx.analysis.summary.analyze` gives its
-verdicts. Under Δ = 0 everywhere, any `better`/`worse` is a false claim: the family-wise false-claim rate
-must stay at or below α (plus Monte-Carlo error). With Δ = −0.01 on every arm, the share of arms called
-`better` is the power. docs/analysis.md shows the full-size table.
+verdicts. `Case` departs from that model the way real interventions do (STATISTICS.md): one arm's or every
+arm's training noise larger, Student-t noise, an arm's own init effect, a data order with an effect.
+Under Δ = 0 everywhere, any `better`/`worse` is a false claim: the family-wise false-claim rate must stay
+at or below α (plus Monte-Carlo error). With Δ = −0.01 on every arm, the share of arms called `better` is
+the power. docs/analysis.md shows the full-size tables.
 """
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +50,78 @@ DESIGNS = ("interventions", "interventions_paired", "noise_grid", "new_init_seed
            "paired_failures")
 
 
+@dataclass(frozen=True)
+class Case:
+    """How the noise departs from the report's equal-variance normal model in a simulated sweep.
+
+    `scale`: training-noise SD multiplier, for the arms named (or every arm with "*"); `t_df`: Student-t
+    noise with that many df (scaled to the same SD); `own_init`: arms whose initial-weight effect is drawn
+    independently of the baseline's although their shared tensors are bit-identical (they add or tie
+    parameters); `data_sd`: the SD of a data order's consistent effect, with `new_data` arms run at a
+    data seed the baseline never ran.
+    """
+
+    name: str = "normal"
+    scale: tuple[tuple[str, float], ...] = ()
+    t_df: float | None = None
+    own_init: tuple[str, ...] = ()
+    data_sd: float = 0.0
+    new_data: tuple[str, ...] = ()
+
+    def factor(self, arm: str) -> float:
+        """The training-noise SD multiplier of an arm."""
+        f = dict(self.scale)
+        return f.get(arm, f.get("*", 1.0)) if arm != "baseline" else 1.0
+
+    def draw(self, rng: np.random.Generator, sd: float) -> float:
+        """One noise draw of SD `sd`: normal, or Student-t scaled to that SD."""
+        if self.t_df is None:
+            return float(rng.normal(0, sd))
+        return float(rng.standard_t(self.t_df) * sd * math.sqrt((self.t_df - 2) / self.t_df))
+
+
+NORMAL = Case()
+
+
+def cases(arms: list[str]) -> list[Case]:
+    """The departures every preset design is measured under (STATISTICS.md), for a design's arms."""
+    first = arms[0]
+    own = tuple(a for a in arms if a in ("qkv_bias", "weight_tying")) or (first,)
+    return [NORMAL, Case(f"`{first}` 3 × σ_train", scale=((first, 3.0),)),
+            Case("every arm 2 × σ_train", scale=(("*", 2.0),)), Case("Student-t (4 df) noise", t_df=4.0),
+            Case(f"own init effect: {', '.join(own)}", own_init=own),
+            Case(f"`{first}` at a new data seed, data-order SD 0.004", data_sd=0.004, new_data=(first,))]
+
+
+def _loss(rng, case: Case, arm: str, effect: float, u_base: dict, u_own: dict, data: dict, init, data_seed,
+          sd_init: float, sd_train: float) -> float:
+    """3.7 + Δ + init effect (the baseline's, or the arm's own) + data-order effect + training noise."""
+    if arm in case.own_init:
+        u = u_own.setdefault((arm, init), case.draw(rng, sd_init))
+    else:
+        u = u_base.setdefault(init, case.draw(rng, sd_init))
+    d = data.setdefault(data_seed, float(rng.normal(0, case.data_sd))) if case.data_sd else 0.0
+    return 3.7 + (effect if arm != "baseline" else 0.0) + u + d + case.draw(rng, sd_train * case.factor(arm))
+
+
 def sweep(cells: list[tuple], rng: np.random.Generator, effect: float = 0.0, sd_init: float = SD_INIT,
-          sd_train: float = SD_TRAIN, p_fail: float = 0.0, hashes: bool = True) -> list[Run]:
-    """Runs for the given cells: loss = 3.7 + effect (non-baseline arms) + u(init seed) + e(run)."""
-    inits = sorted({c[1] for c in cells})
-    u = dict(zip(inits, rng.normal(0, sd_init, len(inits))))
+          sd_train: float = SD_TRAIN, p_fail: float = 0.0, hashes: bool = True, case: Case = NORMAL) -> list[Run]:
+    """Runs for the given cells: loss = 3.7 + effect (non-baseline arms) + u(init seed) + e(run), as `case`
+    departs from that; hashes as gptx writes them (an `own_init` arm adds a parameter, shared ones identical)."""
+    u_base: dict = {}
+    u_own: dict = {}
+    data: dict = {}
     runs = []
     for k, (arm, init, train) in enumerate(cells):
         failed = rng.random() < p_fail
-        loss = 3.7 + (effect if arm != "baseline" else 0.0) + u[init] + rng.normal(0, sd_train)
+        data_seed = 1 if arm in case.new_data else None
+        loss = _loss(rng, case, arm, effect, u_base, u_own, data, init, data_seed, sd_init, sd_train)
+        params = {"w": f"w-{init}", **({"extra": f"x-{arm}-{init}"} if arm in case.own_init else {})}
         result = {"status": "failed" if failed else "completed", "arm": arm, "intervention": [arm],
-                  "init_seed": init, "train_seed": train, "data_seed": None, "replica": 0,
+                  "init_seed": init, "train_seed": train, "data_seed": data_seed, "replica": 0,
                   "test_loss": None if failed else loss, "final_weights_sha256": f"final-{k}",
-                  "init_weights_sha256": f"init-{init}" if hashes else None}
+                  "init_weights_sha256": (f"init-{init}" + (f"-{arm}" if arm in case.own_init else ""))
+                  if hashes else None, "init_param_sha256": params if hashes else None}
         runs.append(run_from_result(result, Path(f"sim/{k}"), "test_loss"))
     return runs
 
@@ -88,12 +151,15 @@ def random_sweep(rng: np.random.Generator) -> list[Run]:
 
 
 def adaptive_trial(plan, rng: np.random.Generator, effects: dict[str, float], sd_init: float = SD_INIT,
-                   sd_train: float = SD_TRAIN, p_fail: float = 0.0):
+                   sd_train: float = SD_TRAIN, p_fail: float = 0.0, case: Case = NORMAL):
     """One adaptive sweep, wave by wave, as `hydra/sweeper=adaptive` runs it: the sweeper's own `replay`
-    decides each next wave; losses are 3.7 + Δ_arm + u(init seed) + e(run), u drawn once per seed."""
+    decides each next wave; losses are 3.7 + Δ_arm + u(init seed) + e(run), u drawn once per seed, as
+    `case` departs from that."""
     from gptx.analysis.sequential import replay  # sequential imports this module's neighbours, not this one
 
-    u = dict(zip(plan.seeds, rng.normal(0, sd_init, len(plan.seeds))))
+    u_base: dict = {}
+    u_own: dict = {}
+    data: dict = {}
     runs: list[Run] = []
     cache: dict = {}
     while True:
@@ -102,27 +168,32 @@ def adaptive_trial(plan, rng: np.random.Generator, effects: dict[str, float], sd
             return rep
         for arm, init in rep.next_cells:
             failed = rng.random() < p_fail
-            loss = 3.7 + effects.get(arm, 0.0) + u[init] + rng.normal(0, sd_train)
+            data_seed = 1 if arm in case.new_data else None
+            loss = _loss(rng, case, arm, effects.get(arm, 0.0), u_base, u_own, data, init, data_seed, sd_init,
+                         sd_train)
+            params = {"w": f"w-{init}", **({"extra": f"x-{arm}-{init}"} if arm in case.own_init else {})}
             result = {"status": "failed" if failed else "completed", "arm": arm, "intervention": [arm],
-                      "init_seed": init, "train_seed": None, "data_seed": None, "replica": 0,
+                      "init_seed": init, "train_seed": None, "data_seed": data_seed, "replica": 0,
                       "test_loss": None if failed else loss, "final_weights_sha256": f"final-{len(runs)}",
-                      "init_weights_sha256": f"init-{init}", "wall_seconds": 3600.0, "world_size": 1}
+                      "init_weights_sha256": f"init-{init}" + (f"-{arm}" if arm in case.own_init else ""),
+                      "init_param_sha256": params, "wall_seconds": 3600.0, "world_size": 1}
             runs.append(run_from_result(result, Path(f"sim/{len(runs)}"), "test_loss"))
 
 
 def calibrate_adaptive(plan, n_sims: int, seed: int = 0, sd_init: float = SD_INIT, sd_train: float = SD_TRAIN,
-                       effect: float = -0.01) -> dict:
+                       effect: float = -0.01, case: Case = NORMAL, power: bool = True) -> dict:
     """The adaptive procedure under the null (every Δ = 0) and at `effect` on every arm, n_sims sweeps each:
     family-wise false-claim rate, per-arm power, and the runs it used on average under each."""
     rng = np.random.default_rng(seed)
     false_claims, hits, runs_null, runs_alt = 0, 0, 0, 0
     for _ in range(n_sims):
-        rep = adaptive_trial(plan, rng, {}, sd_init, sd_train)
+        rep = adaptive_trial(plan, rng, {}, sd_init, sd_train, case=case)
         false_claims += any(a.status in ("better", "worse") for a in rep.arms.values())
         runs_null += rep.runs_used
-        rep = adaptive_trial(plan, rng, {a: effect for a in plan.arms}, sd_init, sd_train)
-        hits += sum(a.status == "better" for a in rep.arms.values())
-        runs_alt += rep.runs_used
+        if power:
+            rep = adaptive_trial(plan, rng, {a: effect for a in plan.arms}, sd_init, sd_train, case=case)
+            hits += sum(a.status == "better" for a in rep.arms.values())
+            runs_alt += rep.runs_used
     return {"n_sims": n_sims, "fwer": false_claims / n_sims, "power": hits / (n_sims * len(plan.arms)),
             "runs_null": runs_null / n_sims, "runs_alt": runs_alt / n_sims, "effect": effect,
             "max_runs": (len(plan.arms) + 1) * len(plan.seeds)}
@@ -134,15 +205,19 @@ def paired_fixed(n_arms: int, n_seeds: int) -> list[tuple]:
 
 
 def calibrate_cells(cells: list[tuple], n_sims: int, seed: int = 0, sd_init: float = SD_INIT,
-                    sd_train: float = SD_TRAIN, effect: float = -0.01, p_fail: float = 0.0) -> dict:
+                    sd_train: float = SD_TRAIN, effect: float = -0.01, p_fail: float = 0.0, case: Case = NORMAL,
+                    power: bool = True, equal_noise: bool = False) -> dict:
     """Family-wise false-claim rate under the null and per-arm power at `effect` of a fixed design."""
     rng = np.random.default_rng(seed)
     false_claims, hits, arms = 0, 0, 0
     for _ in range(n_sims):
-        b, w, _ = claims(analyze(sweep(cells, rng, 0.0, sd_init, sd_train, p_fail), detail=False))
+        runs = sweep(cells, rng, 0.0, sd_init, sd_train, p_fail, case=case)
+        b, w, _ = claims(analyze(runs, detail=False, equal_noise=equal_noise))
         false_claims += (b + w) > 0
-        b, _, n = claims(analyze(sweep(cells, rng, effect, sd_init, sd_train, p_fail), detail=False))
-        hits, arms = hits + b, arms + n
+        if power:
+            runs = sweep(cells, rng, effect, sd_init, sd_train, p_fail, case=case)
+            b, _, n = claims(analyze(runs, detail=False, equal_noise=equal_noise))
+            hits, arms = hits + b, arms + n
     return {"n_sims": n_sims, "fwer": false_claims / n_sims, "fwer_mc_se": math.sqrt(0.05 * 0.95 / n_sims),
             "power": hits / arms if arms else 0.0, "effect": effect, "runs": len(cells)}
 
@@ -154,19 +229,38 @@ def claims(summary: dict) -> tuple[int, int, int]:
 
 
 def calibrate(design: str, n_sims: int, seed: int = 0, sd_init: float = SD_INIT, sd_train: float = SD_TRAIN,
-              effect: float = -0.01) -> dict:
+              effect: float = -0.01, case: Case = NORMAL, power: bool = True, equal_noise: bool = False) -> dict:
     """Family-wise false-claim rate under the null and per-arm power at `effect`, over n_sims sweeps each."""
     cells, p_fail = _design(design)
-    return {"design": design, **calibrate_cells(cells, n_sims, seed, sd_init, sd_train, effect, p_fail)}
+    return {"design": design, **calibrate_cells(cells, n_sims, seed, sd_init, sd_train, effect, p_fail, case,
+                                                power, equal_noise)}
+
+
+def design_arms(design: str) -> list[str]:
+    """The interventions of a preset design, in the order its cells name them."""
+    return list(dict.fromkeys(c[0] for c in _design(design)[0] if c[0] != "baseline"))
+
+
+def robustness_table(n_sims: int, seed: int = 0, equal_noise: bool = False,
+                     designs: tuple[str, ...] = DESIGNS) -> list[dict]:
+    """Every preset design under every case: family-wise false-claim rate (Δ = 0), and power at Δ = −0.01
+    under the normal equal-variance case."""
+    rows = []
+    for d in designs:
+        for case in cases(design_arms(d)):
+            r = calibrate(d, n_sims, seed, case=case, power=case is NORMAL, equal_noise=equal_noise)
+            rows.append({**r, "case": case.name})
+    return rows
 
 
 def adaptive_table(n_sims: int, seed: int = 0, sd_init: float = SD_INIT, sd_train: float = SD_TRAIN,
-                   effect: float = -0.01, n_arms: int = len(INTERVENTIONS), max_seeds: int = 15) -> list[dict]:
+                   effect: float = -0.01, n_arms: int = len(INTERVENTIONS), max_seeds: int | None = None) -> list[dict]:
     """The adaptive sweeper beside fixed paired designs: for each spending function, its family-wise false
     claims, power and expected runs; then the fixed design given the same expected runs (whole seeds,
     rounded up), and the fixed designs of 3 (the paired preset) and max_seeds init seeds."""
-    from gptx.analysis.sequential import Plan
+    from gptx.analysis.sequential import MAX_SEEDS, Plan
 
+    max_seeds = max_seeds or MAX_SEEDS
     arms = INTERVENTIONS[:n_arms]
     rows, fixed_seeds = [], {3, max_seeds}
     for spending in ("pocock", "obrien_fleming"):
@@ -190,7 +284,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--adaptive", action="store_true",
                         help="the adaptive sweeper against fixed paired designs (8 arms, Δ = −0.01) instead")
+    parser.add_argument("--cases", action="store_true",
+                        help="every preset design under every departure from the model (per-arm σ, t(4) noise, "
+                             "own init effects, a new data seed) instead")
+    parser.add_argument("--assume-equal-noise", action="store_true",
+                        help="measure the pooled-noise verdicts (gptx.analyze --assume-equal-noise)")
     args = parser.parse_args(argv)
+    if args.cases:
+        print(f"family-wise false-claim rate under each case (Δ = 0), power at Δ = −0.01 under the normal one; "
+              f"{args.sims} sweeps a cell, Monte-Carlo SE near 0.05: {math.sqrt(0.05 * 0.95 / args.sims):.4f}\n")
+        print("| design | case | family-wise false-claim rate | power (normal, per arm) |")
+        print("| --- | --- | --- | --- |")
+        for r in robustness_table(args.sims, args.seed, args.assume_equal_noise):
+            power = f"{r['power']:.3f}" if r["case"] == NORMAL.name else ""
+            print(f"| {r['design']} | {r['case']} | {r['fwer']:.3f} | {power} |", flush=True)
+        return
     if args.adaptive:
         print(f"σ_init {args.sd_init}, σ_train {args.sd_train}, α = 0.05, 8 interventions, Δ = −0.01 on every arm "
               f"for power, {args.sims} simulated sweeps a row and hypothesis\n")
@@ -205,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| design | sims | family-wise false-claim rate | power at Δ = −0.01 (per arm) |")
     print("| --- | --- | --- | --- |")
     for d in DESIGNS:
-        r = calibrate(d, args.sims, args.seed, args.sd_init, args.sd_train)
+        r = calibrate(d, args.sims, args.seed, args.sd_init, args.sd_train, equal_noise=args.assume_equal_noise)
         print(f"| {d} | {r['n_sims']} | {r['fwer']:.4f} | {r['power']:.3f} |", flush=True)
 
 

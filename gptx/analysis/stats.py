@@ -198,6 +198,56 @@ def seeds_needed(delta: float, sd: float | None, paired_design: bool = False, al
     return hi
 
 
+@dataclass(frozen=True)
+class TTest:
+    """A t test of one difference: estimate, standard error, df, CI, t and two-sided p (None when undefined)."""
+
+    estimate: float
+    se: float | None
+    df: float | None
+    ci: tuple[float, float] | None
+    t: float | None
+    p: float | None
+
+
+def _t_test(estimate: float, se: float, df: float, confidence: float) -> TTest:
+    t = estimate / se
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * se
+    return TTest(estimate, se, df, (estimate - half, estimate + half), t, float(2 * stats.t.sf(abs(t), df)))
+
+
+def paired_test(diffs: Sequence[float], confidence: float = CONFIDENCE) -> TTest:
+    """One-sample t test of per-seed differences (arm − baseline), their own variance on n − 1 df.
+
+    Valid whatever each arm's noise, as long as the differences are independent draws of one distribution.
+    """
+    d = np.asarray(diffs, float)
+    if len(d) < 2:
+        raise ValueError("a paired test needs at least two differences")
+    mean = float(d.mean())
+    if _no_spread(d):
+        return TTest(mean, 0.0, None, None, None, None)
+    return _t_test(mean, float(d.std(ddof=1)) / math.sqrt(len(d)), len(d) - 1, confidence)
+
+
+def welch_test(arm: Sequence[float], baseline: Sequence[float], confidence: float = CONFIDENCE) -> TTest:
+    """Two-sample t test (mean arm − mean baseline), each side its own variance (Welch's SE), on Hsu's
+    conservative min(n_arm, n_baseline) − 1 df.
+
+    Welch's Satterthwaite df is liberal when the smaller side has the larger variance (2 runs against 5 at
+    3 × the noise: 8% false claims at α = 0.05); min(n) − 1 holds the level at any variance ratio.
+    """
+    a, b = np.asarray(arm, float), np.asarray(baseline, float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("a two-sample test needs at least two values a side")
+    mean = float(a.mean() - b.mean())
+    va = 0.0 if _no_spread(a) else float(a.var(ddof=1)) / len(a)
+    vb = 0.0 if _no_spread(b) else float(b.var(ddof=1)) / len(b)
+    if va + vb == 0:
+        return TTest(mean, 0.0, None, None, None, None)
+    return _t_test(mean, math.sqrt(va + vb), min(len(a), len(b)) - 1, confidence)
+
+
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm step-down adjusted p-values (family-wise error), in input order; None entries stay None."""
     idx = [i for i, p in enumerate(pvalues) if p is not None]

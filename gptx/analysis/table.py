@@ -283,9 +283,9 @@ def read_table(path: Path, metric: str = "test_loss") -> tuple[list[Run], dict]:
 
 
 def summarize(runs: list[Run], info: dict, baseline: str = "baseline", metric: str = "test_loss", seed: int = 0,
-              min_effect: float = MIN_EFFECT) -> dict:
+              min_effect: float = MIN_EFFECT, equal_noise: bool = False) -> dict:
     """The report's summary (the content of summary.json) on a table's runs, with the input described."""
-    return jsonable({**analyze(runs, baseline, metric, seed, min_effect), "input": info})
+    return jsonable({**analyze(runs, baseline, metric, seed, min_effect, equal_noise=equal_noise), "input": info})
 
 
 def analyze_table(table, baseline: str = "baseline", metric: str = "test_loss", seed: int = 0,

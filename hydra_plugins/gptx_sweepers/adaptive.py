@@ -52,9 +52,11 @@ class AdaptiveSweeperConf:
     alpha: float = 0.05
     """Family-wise rate of false better/worse claims, over every arm and look."""
     min_effect: float = 0.01
-    """An arm whose 95% CI lies within ±min_effect stops: too small to matter."""
-    spending: str = "pocock"
-    """How each arm's α is spent over its looks: pocock (evenly; stops sooner) or obrien_fleming."""
+    """An arm stops as smaller than this once its interval at the α that look may spend (α/arms, over the
+    looks) lies within ±min_effect: an error-controlled claim, like better/worse."""
+    spending: str = "obrien_fleming"
+    """How each arm's α is spent over its looks: obrien_fleming (little early, where an arm's own
+    differences have few df; more power) or pocock (evenly; stops clear arms sooner)."""
     max_runs: int | None = None
     """Stop before a wave that would bring the sweep past this many runs."""
     max_gpu_hours: float | None = None
@@ -91,7 +93,7 @@ def next_seeds(given: list[int], n: int) -> tuple[int, ...]:
 class AdaptiveSweeper(Sweeper):
     def __init__(self, params: dict[str, str] | None = None, baseline: str = "baseline", max_seeds: int = 12,
                  first_wave: int | None = None, wave_size: int = 3, alpha: float = 0.05, min_effect: float = 0.01,
-                 spending: str = "pocock", max_runs: int | None = None, max_gpu_hours: float | None = None,
+                 spending: str = "obrien_fleming", max_runs: int | None = None, max_gpu_hours: float | None = None,
                  metric: str = "test_loss") -> None:
         self.params = dict(params or {})
         self.settings = {"baseline": baseline, "first_wave": first_wave, "wave_size": wave_size, "alpha": alpha,
