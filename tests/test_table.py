@@ -74,7 +74,9 @@ def test_a_table_gives_the_report_of_the_same_runs_as_folders(tmp_path):
     from_table = analyze.write_report([write_csv(tmp_path / "runs.csv", ROWS)], tmp_path / "b", plots=False)
     assert comparable(from_table) == comparable(from_folders)
     assert from_table["arms"]["grad_clip"]["pairing"] == "paired"
-    assert from_table["arms"]["qkv_bias"]["pairing"] == "unpaired"
+    # qkv_bias starts from other weights (its own hash) but shares the seeds: its own per-seed differences
+    # carry its comparison, so it is paired by evidence, not by belief
+    assert from_table["arms"]["qkv_bias"]["pairing"] == from_folders["arms"]["qkv_bias"]["pairing"] == "paired"
     assert from_table["excluded"] == [{"path": "runs.csv line 10", "arm": "qkv_bias",
                                        "status": "failed", "reason": "failed"}]
     assert "pairing by hash" in from_table["input"]["assumptions"][1]
@@ -120,10 +122,15 @@ def test_the_studys_numbers(tmp_path, capsys):
     # the two derived runs give back the published train-seed-23 figures (SD quoted as sqrt(sum of squares))
     assert pinned["mean"] == pytest.approx(3.673215, abs=5e-7)
     assert pinned["sd"] * 2 ** 0.5 == pytest.approx(0.012062, abs=5e-7)
-    verdicts = {a: s["arms"][a]["verdict"] for a in INTERVENTIONS}
+    # one run an arm measures no arm's own noise: no verdict by default, and the row says what one would assume
+    assert {s["arms"][a]["verdict"] for a in INTERVENTIONS} == {"not testable"}
+    assert all("--assume-equal-noise" in s["arms"][a]["why_not_testable"] for a in INTERVENTIONS)
+    assert analyze.main([str(table), "--no-plots", "--assume-equal-noise", "--out", str(tmp_path / "eq")]) == 0
+    e = json.loads((tmp_path / "eq" / "summary.json").read_text())
+    verdicts = {a: e["arms"][a]["verdict"] for a in INTERVENTIONS}
     assert set(verdicts.values()) <= {"better", "worse", "no detectable effect"}
     assert verdicts["lr_schedule"] == "better" and verdicts["weight_tying"] == "worse"
-    assert s["arms"]["qkv_bias"]["pairing"] == "unpaired" and s["arms"]["grad_clip"]["pairing"] == "paired"
+    assert e["arms"]["qkv_bias"]["pairing"] == "unpaired" and e["arms"]["grad_clip"]["pairing"] == "paired"
     assert any("derived" in n for n in s["input"]["notes"]) and any("Derived" in c for c in s["input"]["comments"])
 
 
