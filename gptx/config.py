@@ -72,11 +72,6 @@ class SplitOrder(str, Enum):
     train_test_val = "train_test_val"
 
 
-class LRSchedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-
-
 class AmpDtype(str, Enum):
     bf16 = "bf16"
     fp16 = "fp16"
@@ -119,6 +114,17 @@ class ModelConfig:
     """per_parameter: each parameter drawn from its own stream seeded by (init_seed, name), so
     interventions leave shared parameters identical; sequential: one stream in construction order
     (the study's behaviour)."""
+    mlp: str = "gelu_mlp"
+    """The MLP of each block, a registered component: gelu_mlp (4x wide, tanh GELU), or a plugin's."""
+    attention: str = "multi_head"
+    """The attention of each block, a registered component: multi_head (causal, Q/K/V separate), or a
+    plugin's."""
+    norm: str = "layer_norm"
+    """The norm before attention, before the MLP and before the head, a registered component: layer_norm,
+    or a plugin's."""
+    position: str = "learned"
+    """The position encoding applied to the token embeddings, a registered component: learned (GPT-2's
+    absolute embedding), none (NoPE, or positions handled inside a plugin's attention), or a plugin's."""
 
     def __post_init__(self) -> None:
         _positive("model.vocab_size", self.vocab_size)
@@ -195,14 +201,18 @@ class TrainConfig:
     """Cap on optimizer steps, whatever the token budget (how users and tests shorten a run)."""
     lr: float = 0.0004
     """Learning rate (the peak when a schedule is used)."""
-    lr_schedule: LRSchedule = LRSchedule.constant
-    """constant, or cosine: linear warm-up then cosine decay."""
+    lr_schedule: str = "constant"
+    """The learning rate over the steps, a registered component: constant, cosine (linear warm-up then
+    cosine decay), or a plugin's."""
     warmup_fraction: float = 0.05
     """cosine: share of steps spent warming up."""
     warmup_start_factor: float = 1e-5
     """cosine: warm-up starts at lr * this factor."""
     min_lr_factor: float = 0.1
     """cosine: the last step's lr is lr * this factor."""
+    optimizer: str = "adamw"
+    """The optimizer, a registered component: adamw (PyTorch's fused AdamW over every parameter), or a
+    plugin's (it reads the train.* keys it needs)."""
     weight_decay: float = 0.1
     """AdamW weight decay, applied to every parameter (as in the study)."""
     beta1: float = 0.9
@@ -439,9 +449,18 @@ def to_plain_dict(cfg: DictConfig | GptxConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
+# The component keys (gptx.components) came after runs were made: hashed only when set off their default,
+# so a run made before them keeps its config_sha256 (its folder is skipped, its checkpoints resume).
+COMPONENT_DEFAULTS = {"model.mlp": "gelu_mlp", "model.attention": "multi_head", "model.norm": "layer_norm",
+                      "model.position": "learned", "train.optimizer": "adamw"}
+
+
 def config_sha256(plain: dict[str, Any]) -> str:
-    """Hash of everything that determines a run's numbers (keys in NON_SEMANTIC_KEYS left out)."""
-    semantic = _without(plain, NON_SEMANTIC_KEYS)
+    """Hash of everything that determines a run's numbers (keys in NON_SEMANTIC_KEYS left out, component
+    keys at their default too)."""
+    flat = flatten(plain)
+    at_default = tuple(k for k, v in COMPONENT_DEFAULTS.items() if flat.get(k) == v)
+    semantic = _without(plain, NON_SEMANTIC_KEYS + at_default)
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from gptx import checkpoint as ckpt
+from gptx import components
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
 from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
@@ -27,7 +28,7 @@ from gptx.faults import maybe_fire, nan_loss_at
 from gptx.files import MetricsLog
 from gptx.hardware import mfu, peak_flops, resolve_device
 from gptx.hashing import parameter_sha256s, weights_sha256
-from gptx.model import GPTModel, build_model, configure_optimizer, flops_per_token
+from gptx.model import GPTModel, build_model, flops_per_token
 from gptx.precision import Precision, resolve_precision
 from gptx.progress import Progress
 from gptx.schedule import lr_at, total_steps
@@ -108,7 +109,7 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
     if cfg.train.compile:
         forward = torch.compile(forward)
     t = cfg.train
-    optimizer = configure_optimizer(model, t.lr, (t.beta1, t.beta2), t.weight_decay)
+    optimizer = components.load("optimizer", t.optimizer)(model, t)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     n_steps = total_steps(t, t.batch_size * seq_len)
     return Training(cfg, run_dir, world, device, precision, data, model, forward, optimizer, scaler, n_steps,

@@ -5,6 +5,10 @@ multi-head attention through PyTorch's scaled_dot_product_attention, dropout on 
 attention weights and residual branches, optional Q/K/V bias and optional weight tying. Module
 names follow the book (tok_emb, trf_blocks, att.W_query, ff.layers, out_head), so its checkpoints
 and its order of random draws (the `sequential` init scheme) carry over.
+
+The attention, MLP, norm, position encoding and optimizer are components chosen by name
+(`model.attention`, `model.mlp`, `model.norm`, `model.position`, `train.optimizer`, gptx.components);
+the classes and functions below are gptx's own, the defaults, and plugins add others.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptx.config import InitScheme, ModelConfig
+from gptx import components
+from gptx.config import InitScheme, ModelConfig, TrainConfig
 from gptx.loss import linear_cross_entropy
 
 
@@ -58,15 +63,41 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x)))."""
+def layer_norm(cfg: ModelConfig) -> nn.LayerNorm:
+    """GPT-2's LayerNorm over the residual stream (eps 1e-5)."""
+    return nn.LayerNorm(cfg.d_model, eps=1e-5)
+
+
+class LearnedPosition(nn.Embedding):
+    """GPT-2's learned absolute positions: one vector per position, added to the token embeddings."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg.context_length, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(torch.arange(x.shape[1], device=x.device))
+
+
+class NoPosition(nn.Module):
+    """No position encoding (NoPE: causal attention alone tells positions apart; rotary plugs in here too)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.att = MultiHeadAttention(cfg)
-        self.ff = FeedForward(cfg)
-        self.norm1 = nn.LayerNorm(cfg.d_model, eps=1e-5)
-        self.norm2 = nn.LayerNorm(cfg.d_model, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + drop(att(norm1(x))), then x + drop(ff(norm2(x)))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.att = components.load("attention", cfg.attention)(cfg)
+        self.ff = components.load("mlp", cfg.mlp)(cfg)
+        norm = components.load("norm", cfg.norm)
+        self.norm1 = norm(cfg)
+        self.norm2 = norm(cfg)
         self.drop_shortcut = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,16 +106,16 @@ class TransformerBlock(nn.Module):
 
 
 class GPTModel(nn.Module):
-    """GPT-2: token + position embeddings, n_layers blocks, final LayerNorm, linear head."""
+    """GPT-2: token embeddings + position encoding, n_layers blocks, final norm, linear head."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        self.pos_emb = components.load("position", cfg.position)(cfg)
         self.drop_emb = nn.Dropout(cfg.dropout)
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = nn.LayerNorm(cfg.d_model, eps=1e-5)
+        self.final_norm = components.load("norm", cfg.norm)(cfg)
         self.out_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.weight_tying:
             self.out_head.weight = self.tok_emb.weight
@@ -96,8 +127,7 @@ class GPTModel(nn.Module):
         The loss (float32 next-token cross-entropy, `reduction` as in `gptx.loss.linear_cross_entropy`)
         goes through the head a slice of tokens at a time, never holding the whole logits tensor.
         """
-        positions = torch.arange(idx.shape[1], device=idx.device)
-        x = self.drop_emb(self.tok_emb(idx) + self.pos_emb(positions))
+        x = self.drop_emb(self.pos_emb(self.tok_emb(idx)))
         hidden = self.final_norm(self.trf_blocks(x))
         if targets is None:
             return self.out_head(hidden)
@@ -133,17 +163,29 @@ def parameter_generator(init_seed: int, name: str) -> torch.Generator:
 
 @torch.no_grad()
 def _init_like_default(module: nn.Module, param_name: str, param: torch.Tensor, gen: torch.Generator) -> None:
-    """The distribution PyTorch's own reset_parameters uses for this module, from `gen`."""
-    if isinstance(module, nn.Linear):
+    """The distribution PyTorch's own reset_parameters uses for this module, from `gen`.
+
+    A plugin's own module (not one of the classes below) says how its parameters start by defining
+    `init_parameter(param_name, param, generator)`, drawing only from `generator`.
+    """
+    if hasattr(module, "init_parameter"):
+        module.init_parameter(param_name, param, gen)
+    elif isinstance(module, nn.Linear):
         # kaiming_uniform_(a=sqrt(5)) on the weight and the bias rule both give U(-1/sqrt(fan_in), ..).
         bound = 1.0 / math.sqrt(module.in_features)
         nn.init.uniform_(param, -bound, bound, generator=gen)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(param, 0.0, 1.0, generator=gen)
-    elif isinstance(module, nn.LayerNorm):
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         nn.init.ones_(param) if param_name == "weight" else nn.init.zeros_(param)
     else:
-        raise TypeError(f"no initialisation rule for {type(module).__name__}.{param_name}")
+        raise TypeError(f"no initialisation rule for {type(module).__name__}.{param_name}: give "
+                        f"{type(module).__name__} an init_parameter(param_name, param, generator) method")
+
+
+def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """gptx's optimizer (`train.optimizer=adamw`): AdamW with train.lr, beta1, beta2 and weight_decay."""
+    return configure_optimizer(model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
 
 
 def configure_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float,

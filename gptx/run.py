@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gptx import checkpoint as ckpt
+from gptx import components
 from gptx.allocator import keep_freed_memory
 from gptx.config import ConfigError, GptxConfig, arm_settings, config_sha256, intervention_settings, to_plain_dict
 from gptx.data import data_sha256
@@ -180,7 +181,9 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
             "world_size": world.size, "arm_settings": arm_settings(plain),
             "intervention_settings": intervention_settings if intervention_settings is not None
-            else _packaged_settings(cfg)}
+            else _packaged_settings(cfg),
+            # who provides each component, at which version, and the sha256 of its source (gptx.reproduce)
+            "components": components.used(cfg.model, cfg.train)}
     start = time.perf_counter()
     allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)

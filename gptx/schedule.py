@@ -1,10 +1,11 @@
-"""Learning-rate schedules as pure functions of the step."""
+"""Learning-rate schedules as pure functions of the step, chosen by name (`train.lr_schedule`, gptx.components)."""
 
 from __future__ import annotations
 
 import math
 
-from gptx.config import LRSchedule, TrainConfig
+from gptx import components
+from gptx.config import TrainConfig
 
 
 def total_steps(cfg: TrainConfig, tokens_per_step: int) -> int:
@@ -16,13 +17,18 @@ def total_steps(cfg: TrainConfig, tokens_per_step: int) -> int:
 
 
 def lr_at(step: int, n_steps: int, cfg: TrainConfig) -> float:
-    """Learning rate of 0-based optimizer step `step` in a run of `n_steps` steps.
+    """Learning rate of 0-based optimizer step `step` in a run of `n_steps` steps, by train.lr_schedule."""
+    return components.load("lr_schedule", cfg.lr_schedule)(step, n_steps, cfg)
 
-    cosine: linear warm-up from lr * warmup_start_factor to lr over the first warmup_fraction of
-    the steps, then cosine decay reaching lr * min_lr_factor exactly at the last step.
-    """
-    if cfg.lr_schedule is LRSchedule.constant:
-        return cfg.lr
+
+def constant(step: int, n_steps: int, cfg: TrainConfig) -> float:
+    """train.lr at every step."""
+    return cfg.lr
+
+
+def cosine(step: int, n_steps: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from lr * warmup_start_factor to lr over the first warmup_fraction of the steps,
+    then cosine decay reaching lr * min_lr_factor exactly at the last step."""
     peak, start, floor = cfg.lr, cfg.lr * cfg.warmup_start_factor, cfg.lr * cfg.min_lr_factor
     warmup = int(n_steps * cfg.warmup_fraction)
     if step < warmup:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gptx.config import LRSchedule, TrainConfig
+from gptx.config import TrainConfig
 from gptx.schedule import lr_at, total_steps
 
 
@@ -14,7 +14,7 @@ def test_constant():
 
 
 def test_cosine_warmup_then_decay_to_a_tenth():
-    cfg = TrainConfig(lr=0.0014, lr_schedule=LRSchedule.cosine, tokens=None, max_steps=1000)
+    cfg = TrainConfig(lr=0.0014, lr_schedule="cosine", tokens=None, max_steps=1000)
     assert lr_at(0, 1000, cfg) == pytest.approx(0.0014e-5)
     assert lr_at(25, 1000, cfg) == pytest.approx(0.0014e-5 + (0.0014 - 0.0014e-5) * 0.5)
     assert lr_at(50, 1000, cfg) == pytest.approx(0.0014)  # warm-up ends after 5% of 1000 steps

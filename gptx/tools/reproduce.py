@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from gptx import components
 from gptx.checkpoint import CheckpointError
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.files import (
@@ -80,6 +81,16 @@ def completed_result(run_dir: Path) -> dict[str, Any]:
     if not isinstance(result.get("final_weights_sha256"), str):
         raise ReproduceError(f"{path} records no final_weights_sha256")
     return result
+
+
+def check_components(original: dict[str, Any], cfg: GptxConfig) -> None:
+    """Refuse before running when a component the config names is not installed, or its source is not the
+    source the run recorded (result.json `components`): DIFFERENT CODE, nothing to reproduce."""
+    components.used(cfg.model, cfg.train)  # an unregistered name: one line naming what is registered
+    recorded = original.get("components")
+    changed = components.differences(recorded) if isinstance(recorded, dict) else []
+    if changed:
+        raise ReproduceError(f"DIFFERENT CODE, not run: {'; '.join(changed)}")
 
 
 def new_reproduction_dir(run_dir: Path, now: dt.datetime | None = None) -> Path:
@@ -165,6 +176,7 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     if not allow_large and estimated_parameters(cfg) > MAX_PARAMETERS:
         raise ReproduceError(f"the saved config asks for a model of about {estimated_parameters(cfg):.3g} "
                              f"parameters, over {MAX_PARAMETERS:.3g}; pass --allow-large if that is intended")
+    check_components(original, cfg)
     hydra_lines = hydra_yaml_report(run_dir)
     if show_hydra:
         for line in hydra_lines:
