@@ -434,11 +434,13 @@ def runners_help() -> str:
     """The launchers and sweepers a user can choose (`--help`), as Hydra finds them; schemas left out."""
     from hydra.core.global_hydra import GlobalHydra
 
-    loader = GlobalHydra.instance().config_loader()
     lines = []
     for group in ("hydra/launcher", "hydra/sweeper"):
-        options = [o for o in loader.get_group_options(group) if not o.endswith("_schema")]
-        lines.append(f"{group}: {', '.join(options)}")
+        if GlobalHydra.instance().is_initialized():
+            options = GlobalHydra.instance().config_loader().get_group_options(group)
+        else:  # resolved outside a Hydra app (a tool resolving the whole config): gptx's own files, and Hydra's
+            options = ["basic", *(p.stem for p in (CONF_DIR / group).glob("*.yaml"))]
+        lines.append(f"{group}: {', '.join(sorted(o for o in set(options) if not o.endswith('_schema')))}")
     return "\n".join(lines)
 
 

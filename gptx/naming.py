@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 import re
 import sys
@@ -33,7 +34,6 @@ from typing import Any
 from urllib.parse import quote
 
 import yaml
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
@@ -199,8 +199,27 @@ def _parse(line: str) -> Override:
 
 
 def _dirname(overrides: list[Override], naming: Any) -> str:
-    """Hydra's override_dirname of `overrides`, leaving out `exclude_keys`."""
-    return get_overrides_dirname(overrides, list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
+    """Hydra's override_dirname of `overrides`, leaving out `exclude_keys`: the sorted input lines joined by
+    item_sep, `=` replaced by kv_sep (as Hydra 1.3's config loader builds it; tests/test_naming.py checks
+    this against Hydra's own on every run, so a change in Hydra fails loudly)."""
+    excluded = set(naming.exclude_keys)
+    lines = sorted(str(o.input_line) for o in overrides if o.key_or_group not in excluded)
+    return re.sub("=", str(naming.kv_sep), str(naming.item_sep).join(lines))
+
+
+def expand_sweep(overrides: list[Override]) -> list[list[str]]:
+    """The jobs of a basic sweep: every combination of the discrete sweep values, a later value of a key
+    replacing an earlier one (as Hydra's BasicSweeper splits its arguments; checked against it in the tests)."""
+    choices: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def _saved_dirname(run_dir: Path, naming: Any) -> str | None:
@@ -324,6 +343,8 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# Hydra's own launcher and sweeper, by the `_target_` its configs give them (names only, never imported;
+# tests/test_naming.py fails if a Hydra release renames them).
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -339,8 +360,6 @@ def check_basic_launch(config: DictConfig) -> None:
     hydra_cfg = config.hydra
     if hydra_cfg.launcher.get("_target_") != BASIC_LAUNCHER or hydra_cfg.sweeper.get("_target_") != BASIC_SWEEPER:
         return
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     subdir, shared = _setting(hydra_cfg.sweep, "subdir"), shared_overrides(hydra_cfg)
     if subdir in (SWEEP_SUBDIR, LEGACY_SUBDIR):
         leave_out = []
@@ -351,8 +370,7 @@ def check_basic_launch(config: DictConfig) -> None:
     params = hydra_cfg.sweeper.get("params") or {}
     lines = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
     try:  # as BasicSweeper.sweep splits them: the preset's params first, then the command line
-        jobs = [job for batch in BasicSweeper.split_arguments([_parse(line) for line in lines], None)
-                for job in batch]
+        jobs = expand_sweep([_parse(line) for line in lines])
     except HydraException:
         return  # Hydra reports a bad sweep itself, in its own words
     naming = hydra_cfg.job.config.override_dirname

@@ -225,3 +225,23 @@ def test_a_subdir_of_the_users_own_is_left_alone(tmp_path, monkeypatch):
     ExclusiveFolders().on_multirun_start(master)
     assert OmegaConf.to_container(master.hydra.overrides.hydra) == ["hydra.sweep.subdir=${hydra.job.num}"]
     assert OmegaConf.to_container(master.hydra.sweep)["subdir"] == "${hydra.job.num}"
+
+
+def test_gptx_names_folders_and_splits_sweeps_as_this_hydra_does():
+    """gptx keeps its own copies of two small Hydra internals (no hydra._internal import): here they are
+    checked against the installed Hydra's, so a release that changes either fails loudly."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from gptx.naming import BASIC_LAUNCHER, BASIC_SWEEPER, _dirname, expand_sweep
+
+    lines = ["intervention=grad_clip,qkv_bias", "init_seed=1,2", "train.lr=0.001", "init_seed=3,4", "+x=[1,2]"]
+    overrides = OverridesParser.create().parse_overrides(lines)
+    assert expand_sweep(overrides) == [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    naming = OmegaConf.create({"exclude_keys": ["train.lr"], "item_sep": ",", "kv_sep": "="})
+    single = OverridesParser.create().parse_overrides(["b=2", "a=1", "train.lr=3", "c=[1,2]"])
+    assert _dirname(single, naming) == get_overrides_dirname(single, ["train.lr"], ",", "=")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose(config_name="config", return_hydra_config=True).hydra
+        assert (hydra_cfg.launcher._target_, hydra_cfg.sweeper._target_) == (BASIC_LAUNCHER, BASIC_SWEEPER)
