@@ -1,4 +1,5 @@
-"""Every file and folder name of a run and a sweep, and the torch-free ways to write and read them.
+"""The names of a run's and a sweep's files and folders that several modules share, and torch-free ways to
+write and read them (a checkpoint's inside is gptx.checkpoint's own).
 
 Atomic replacement, exclusive new folders, JSON with non-finite numbers as null, the result and the
 metrics log. Free of torch, so light processes (data-preparation workers, the sweep callback, the

@@ -3,8 +3,9 @@
 gptx/conf/config.yaml names folders with resolvers that create nothing, so composing or printing a
 config creates nothing:
 
-    hydra.run.dir:      outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}
-    hydra.sweep.dir:    multirun_outputs/${gptx_sweep_name:${sweep},${now:%Y-%m-%d}/${now:%H-%M-%S}}
+    hydra.run.dir:      ${gptx_under:${output_root},outputs}/${now:%Y-%m-%d}/${now:%H-%M-%S}
+    hydra.sweep.dir:    ${gptx_under:${output_root},multirun_outputs}/${gptx_sweep_name:${sweep},
+                            ${now:%Y-%m-%d}/${now:%H-%M-%S},${gptx_under:${output_root},multirun_outputs}}
     hydra.sweep.subdir: ${gptx_sweep_subdir:${hydra.sweep.dir},${hydra.overrides.task},
                                             ${hydra.job.config.override_dirname},[]}
 

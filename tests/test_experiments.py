@@ -101,7 +101,7 @@ def test_the_baseline_preset_is_the_studys_set_up():
     assert t.tokens == 20 * 163_009_536
     assert total_steps(t, t.batch_size * seq_len) == 33_165
     assert (t.eval_every, t.eval_batches) == (617, 300)
-    assert (t.lr, t.lr_schedule.value, t.weight_decay, t.grad_clip) == (0.0004, "constant", 0.1, None)
+    assert (t.lr, t.lr_schedule, t.weight_decay, t.grad_clip) == (0.0004, "constant", 0.1, None)
     assert (t.beta1, t.beta2) == (0.9, 0.999)  # torch's AdamW defaults, as the study used
     assert (t.amp, t.amp_dtype.value, t.tf32) == (True, "bf16", True)
     assert (cfg.init_seed, cfg.train_seed, cfg.data_seed) == (42, None, None)
@@ -112,7 +112,7 @@ def test_the_lr_schedule_intervention_on_the_baseline_preset():
     t = typed_preset("gpt2_small_chinchilla", "intervention=lr_schedule").train
     steps = total_steps(t, 96 * 1024)
     warmup = int(steps * 0.05)
-    assert (t.lr, t.lr_schedule.value, warmup) == (0.0014, "cosine", 1658)
+    assert (t.lr, t.lr_schedule, warmup) == (0.0014, "cosine", 1658)
     assert lr_at(0, steps, t) == pytest.approx(0.0014 * 1e-5)
     assert lr_at(warmup, steps, t) == pytest.approx(0.0014)
     assert lr_at(steps - 1, steps, t) == pytest.approx(0.00014)
@@ -122,7 +122,7 @@ def test_best_stacks_the_studys_winners():
     cfg = typed_preset("best")
     assert cfg.arm == "+".join(sorted(WINNERS))
     t, m = cfg.train, cfg.model
-    assert (t.grad_clip, m.dropout, m.qkv_bias, t.lr, t.lr_schedule.value, t.weight_decay) == (
+    assert (t.grad_clip, m.dropout, m.qkv_bias, t.lr, t.lr_schedule, t.weight_decay) == (
         3.5, 0.0, True, 0.0014, "cosine", 0.01)
     assert meta_parameters(cfg) == 163_009_536 + 12 * 3 * 768  # QKV biases
     assert meta_parameters(typed_preset("gpt2_small_chinchilla", "intervention=weight_tying")) == 124_412_160
@@ -174,7 +174,7 @@ def test_every_preset_has_a_miniature_that_runs_on_a_cpu(name):
 def test_the_miniature_baseline_is_the_studys_recipe():
     cfg = typed_preset("gpt2_small_chinchilla_miniature")
     t, m = cfg.train, cfg.model
-    assert (t.lr, t.lr_schedule.value, t.weight_decay, t.grad_clip, m.dropout) == (0.0004, "constant", 0.1, None, 0.1)
+    assert (t.lr, t.lr_schedule, t.weight_decay, t.grad_clip, m.dropout) == (0.0004, "constant", 0.1, None, 0.1)
     assert (m.qkv_bias, m.weight_tying, cfg.intervention_names) == (False, False, ["baseline"])
     assert (m.n_layers, m.n_heads, m.d_model, m.context_length, meta_parameters(cfg)) == (2, 4, 192, 64, 926_208)
 

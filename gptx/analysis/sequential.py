@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 from scipy import stats as sps
 
+from gptx.analysis.defaults import ALPHA, DEFAULT_SPENDING, FIRST_WAVE, MAX_SEEDS, MIN_EFFECT, WAVE_SIZE  # noqa: F401 - MAX_SEEDS re-exported
 from gptx.analysis.runs import Run
 from gptx.analysis.summary import analyze
 
@@ -38,21 +39,24 @@ SPENDING = ("obrien_fleming", "pocock")
 OPEN, BUDGET = "open", "undecided (budget)"
 SMALLER = "smaller than the minimum effect"
 FUTILITY = "stopped for futility (no claim)"
-MAX_SEEDS = 12  # init seeds an arm gets at most: the sweeper's default, and what gptx.plan costs
+
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What an adaptive sweep will do, fixed before its first run (changing it mid-sweep is refused)."""
+    """What an adaptive sweep will do, fixed before its first run (changing it mid-sweep is refused).
+
+    Its defaults are the adaptive sweeper's and gptx.plan's (both read them from here: one definition).
+    """
 
     arms: tuple[str, ...]  # the interventions, baseline excluded
     seeds: tuple[int, ...]  # init seeds in the order waves use them; len(seeds) = seeds an arm at most
     baseline: str = "baseline"
-    first_wave: int = 3
-    wave_size: int = 2
-    alpha: float = 0.05
-    min_effect: float = 0.01
-    spending: str = "obrien_fleming"
+    first_wave: int = FIRST_WAVE
+    wave_size: int = WAVE_SIZE
+    alpha: float = ALPHA
+    min_effect: float = MIN_EFFECT
+    spending: str = DEFAULT_SPENDING
     max_runs: int | None = None
     max_gpu_hours: float | None = None
     metric: str = "test_loss"

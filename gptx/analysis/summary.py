@@ -12,11 +12,9 @@ from dataclasses import asdict
 import numpy as np
 
 from gptx.analysis import model, stats
+from gptx.analysis.defaults import ALPHA, MIN_EFFECT
 from gptx.analysis.noise import noise_estimates, nondeterminism_floor
 from gptx.analysis.runs import Run, drop_duplicate_copies, group_configs, read_test_losses, seed_key, seeds_key
-
-ALPHA = 0.05
-MIN_EFFECT = 0.01  # nats: the smallest effect worth planning for (--min-effect)
 
 
 def jsonable(x):

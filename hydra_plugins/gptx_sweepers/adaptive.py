@@ -30,6 +30,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from gptx.analysis.defaults import ALPHA, DEFAULT_SPENDING, MAX_SEEDS, MIN_EFFECT, WAVE_SIZE
+
 log = logging.getLogger(__name__)
 
 ARM_KEY, SEED_KEY = "intervention", "init_seed"
@@ -43,18 +45,18 @@ class AdaptiveSweeperConf:
     (the first wave's seeds); any other key must have one value."""
     baseline: str = "baseline"
     """The arm every intervention is compared with; it must be among the intervention values."""
-    max_seeds: int = 12
+    max_seeds: int = MAX_SEEDS
     """Init seeds an arm gets at most (the last wave's)."""
     first_wave: int | None = None
     """Seeds of the first wave (null: the init_seed values given, else 3)."""
-    wave_size: int = 3
+    wave_size: int = WAVE_SIZE
     """Seeds each later wave adds to the arms still undecided."""
-    alpha: float = 0.05
+    alpha: float = ALPHA
     """Family-wise rate of false better/worse claims, over every arm and look."""
-    min_effect: float = 0.01
+    min_effect: float = MIN_EFFECT
     """An arm stops as smaller than this once its interval at the α that look may spend (α/arms, over the
     looks) lies within ±min_effect: an error-controlled claim, like better/worse."""
-    spending: str = "obrien_fleming"
+    spending: str = DEFAULT_SPENDING
     """How each arm's α is spent over its looks: obrien_fleming (little early, where an arm's own
     differences have few df; more power) or pocock (evenly; stops clear arms sooner)."""
     max_runs: int | None = None
@@ -91,10 +93,10 @@ def next_seeds(given: list[int], n: int) -> tuple[int, ...]:
 
 
 class AdaptiveSweeper(Sweeper):
-    def __init__(self, params: dict[str, str] | None = None, baseline: str = "baseline", max_seeds: int = 12,
-                 first_wave: int | None = None, wave_size: int = 3, alpha: float = 0.05, min_effect: float = 0.01,
-                 spending: str = "obrien_fleming", max_runs: int | None = None, max_gpu_hours: float | None = None,
-                 metric: str = "test_loss") -> None:
+    def __init__(self, params: dict[str, str] | None = None, baseline: str = "baseline",
+                 max_seeds: int = MAX_SEEDS, first_wave: int | None = None, wave_size: int = WAVE_SIZE,
+                 alpha: float = ALPHA, min_effect: float = MIN_EFFECT, spending: str = DEFAULT_SPENDING,
+                 max_runs: int | None = None, max_gpu_hours: float | None = None, metric: str = "test_loss") -> None:
         self.params = dict(params or {})
         self.settings = {"baseline": baseline, "first_wave": first_wave, "wave_size": wave_size, "alpha": alpha,
                          "min_effect": min_effect, "spending": spending, "max_runs": max_runs,
