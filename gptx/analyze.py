@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from gptx.analysis import table as tables
-from gptx.analysis.arms import name_arms, read_study_base
+from gptx.analysis.arms import name_arms, next_commands, read_study_base
 from gptx.analysis.report import markdown, table
 from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
 from gptx.analysis.sequential import Plan, replay, with_sequential_verdicts
@@ -51,6 +51,8 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
         _check_baseline(runs, baseline, strict_baseline)
         summary = analyze(runs, baseline, metric, seed, min_effect, equal_noise=equal_noise)
         summary["warnings"] = notes + list(summary.get("warnings") or [])
+        if len(paths) == 1 and Path(paths[0]).is_dir():
+            summary["next"] = next_commands(summary, runs, paths[0])
         adaptive = _adaptive_plan(paths)
         if adaptive is not None:
             summary = with_sequential_verdicts(summary, replay(runs, adaptive))

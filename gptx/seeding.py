@@ -1,7 +1,8 @@
 """Everything random: seeding, determinism flags, and capturing/restoring every RNG's state.
 
-Nothing else in gptx seeds a global RNG: the only other `manual_seed` calls seed private `torch.Generator`s
-that nothing else draws from (each parameter's own init stream in model.py, the benchmark's inputs). RNG states are stored as tensors and plain numbers so a
+Nothing else in gptx seeds a global RNG: the only other `manual_seed` calls seed private
+`torch.Generator`s that nothing else draws from (each parameter's own init stream in model.py, the
+benchmark's inputs). RNG states are stored as tensors and plain numbers so a
 checkpoint loads with `weights_only=True` or from safetensors, never through pickle.
 """
 

@@ -204,3 +204,33 @@ def test_a_sweep_without_its_baseline_warns_at_launch(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "gptx: warning: no run of this sweep is the baseline (the base config at train.lr=0.0004)" in p.stderr
     assert "train.lr=0.0004,0.0008,0.0016" in p.stderr
+
+
+def test_the_report_opens_with_its_verdicts_and_the_command_for_each_undecided_arm(tmp_path):
+    from gptx import analyze
+
+    sweep = tmp_path / "multirun_outputs" / "study"
+    losses = {"baseline": [3.70, 3.72, 3.69], "grad_clip": [3.705, 3.71, 3.70], "no_dropout": [3.60, 3.625, 3.585]}
+    for arm, values in losses.items():
+        for seed, loss in enumerate(values, start=1):
+            run = sweep / f"intervention={arm},init_seed={seed}"
+            (run / ".hydra").mkdir(parents=True)
+            (run / ".hydra" / "overrides.yaml").write_text(
+                f"- sweep=study\n- intervention={arm}\n- init_seed={seed}\n- model.d_model=32\n")
+            (run / RESULT_FILE).write_text(json.dumps({
+                "status": "completed", "arm": arm, "intervention": [arm], "init_seed": seed, "train_seed": None,
+                "data_seed": None, "test_loss": loss, "final_weights_sha256": f"{arm}{seed}",
+                "init_weights_sha256": f"init{seed}"}))
+    (sweep / STUDY_FILE).write_text(json.dumps({"base_settings": {}, "base_interventions": []}))
+    summary = analyze.write_report([sweep], sweep, plots=False)
+    assert summary["arms"]["no_dropout"]["verdict"] == "better"
+    assert summary["arms"]["grad_clip"]["verdict"] == "no detectable effect"
+    command = summary["next"]["grad_clip"]
+    assert command.startswith("python -m gptx.train -m sweep=study intervention=baseline,grad_clip model.d_model=32 "
+                              "init_seed=1,2,3,4")
+    assert "no_dropout" not in summary["next"]  # decided: nothing to add
+    report = (sweep / "report.md").read_text().splitlines()
+    assert report[2] == ("**Verdicts: 1 better, 1 no detectable effect (against `baseline`, test_loss: lower is "
+                         "better).**")
+    assert f"- `grad_clip`: `{command}`" in report
+    assert "To detect the minimum effect" not in next(line for line in report if line.startswith("- `no_dropout`"))

@@ -205,3 +205,71 @@ def missing_baseline(base: dict[str, Any], base_interventions: list[str], swept:
         if key in base and not any(_equal(base[key], v) for v in values):
             out.append(f"{key}={format_value(base[key])}")
     return out
+
+
+UNDECIDED = ("no detectable effect", "not testable")
+
+
+def _overrides(folder: Path) -> dict[str, str] | None:
+    """A run's command-line overrides as {key: value} (its `.hydra/overrides.yaml`), None if unreadable."""
+    try:
+        from gptx.saved_config import parse_safe_yaml
+
+        lines = parse_safe_yaml((Path(folder) / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"), folder)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(lines, list):
+        return None
+    return {str(k).lstrip("+~"): v for k, _, v in (str(line).partition("=") for line in lines)}
+
+
+def _shell(item: str) -> str:
+    return f"'{item}'" if any(c in item for c in "[]()*?$ '\"") else item
+
+
+def next_commands(summary: dict, runs: list, sweep_dir: Path) -> dict[str, str]:
+    """For each undecided arm, the command that adds the init seeds it needs to the sweep (relaunching skips
+    completed runs): the arm and the baseline at its seeds and the new ones, with the sweep's other overrides.
+
+    The number of seeds is the report's planning at σ's estimate (three for an arm with one seed); an arm
+    whose runs name keys the baseline's do not (a base value gptx cannot read back) gets no command.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / STUDY_FILE).is_file():
+        return {}
+    parent = sweep_dir.parent.name
+    sweep = f"{parent}/{sweep_dir.name}" if len(parent) == 10 and parent[4] == "-" else sweep_dir.name
+    base_runs = [r for r in runs if r.arm == summary["baseline"] and r.included]
+    base_over = _overrides(base_runs[0].folder) if base_runs else None
+    out = {}
+    for arm, e in summary["arms"].items():
+        if arm == summary["baseline"] or e.get("verdict") not in UNDECIDED or base_over is None:
+            continue
+        mine = [r for r in runs if r.arm == arm and r.included and r.seeds[0] is not None]
+        if not mine:
+            continue
+        need = e.get("seeds_needed") or {}
+        target = max(3, need.get("seeds_point") or 0) if len(mine) < 2 else need.get("seeds_point") or need.get("seeds")
+        over = _overrides(mine[0].folder)
+        if not target or over is None or target <= len({r.seeds[0] for r in mine}) or target > 200:
+            continue
+        seeds = sorted({r.seeds[0] for r in mine})
+        candidate = 1
+        while len(seeds) < target:
+            seeds += [candidate] if candidate not in seeds else []
+            candidate += 1
+        items, ok = [], True
+        for key in dict.fromkeys([*base_over, *over]):
+            if key in ("init_seed", "sweep"):
+                continue
+            a, b = base_over.get(key), over.get(key)
+            if key == "intervention":
+                items.append(f"intervention={a or BASELINE},{b or BASELINE}" if a != b else f"intervention={a}")
+            elif a is None or b is None:
+                ok = False  # a key only one side set: its other value is not on record here
+            else:
+                items.append(f"{key}={a}" if a == b else f"{key}={a},{b}")
+        if ok:
+            out[arm] = " ".join(["python -m gptx.train -m", f"sweep={sweep}", *map(_shell, items),
+                                 "init_seed=" + ",".join(map(str, sorted(seeds)))])
+    return out

@@ -38,10 +38,42 @@ def _df(x) -> str:
     return "n/a" if x is None else f"{x:.1f}"
 
 
+def _percent(e: dict, summary: dict) -> str:
+    """Δ relative to the baseline's mean, in percent (n/a without both)."""
+    base = (summary["arms"].get(summary["baseline"]) or {}).get("mean")
+    if e.get("delta") is None or not base or e.get("verdict") == "baseline":
+        return "n/a"
+    return f"{100 * e['delta'] / base:+.3g}%"
+
+
+# The order the headline counts verdicts in.
+HEADLINE = ("better", "worse", "smaller than the minimum effect", "identical to the baseline",
+            "no detectable effect", "not testable")
+
+
+def headline(summary: dict) -> str:
+    """One line of the verdicts: '3 better, 2 worse, 1 no detectable effect (against `baseline`, test_loss)'."""
+    verdicts = [e["verdict"] for a, e in summary["arms"].items() if a != summary["baseline"]]
+    if not verdicts:
+        return f"No arm to compare with `{summary['baseline']}`."
+    counts = [(v, verdicts.count(v)) for v in HEADLINE] + \
+        [(v, verdicts.count(v)) for v in sorted(set(verdicts) - set(HEADLINE))]
+    words = {"smaller than the minimum effect": f"smaller than {_min_effect(summary)}",
+             "identical to the baseline": "identical"}
+    return (", ".join(f"{n} {words.get(v, v)}" for v, n in counts if n)
+            + f" (against `{summary['baseline']}`, {summary['metric']}: lower is better)")
+
+
+def _min_effect(summary: dict) -> str:
+    value = (summary.get("planning") or {}).get("min_effect") or summary.get("min_effect")
+    return f"{value:g}" if value else "the minimum effect"
+
+
 def table(summary: dict) -> str:
-    """The terminal table: one line an arm, worst (highest loss) first, best last."""
-    head = ("arm", "n", "mean", "Δ", "95% CI of Δ", "df", "Holm p", "verdict")
-    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _delta(e), _ci(e["ci"], sign=True),
+    """The terminal table: one line an arm, worst (highest loss) first, best last; Δ in the metric's units
+    (nats for a loss) and in percent of the baseline's mean."""
+    head = ("arm", "n", "mean", "Δ (nats)", "95% CI of Δ", "Δ %", "df", "Holm p", "verdict")
+    rows = [head] + [(a, str(e["n"]), _f(e["mean"]), _delta(e), _ci(e["ci"], sign=True), _percent(e, summary),
                       _df(e["df"]), _p(e["p_holm"]), _verdict_cell(e))
                      for a, e in ((a, summary["arms"][a]) for a in summary["order"])]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -50,6 +82,9 @@ def table(summary: dict) -> str:
     if summary["excluded"]:
         lines.append(f"({len(summary['excluded'])} run(s) left out of the statistics: listed in report.md)")
     lines += [f"warning: {w}" for w in summary["warnings"]]
+    lines.append(f"verdicts: {headline(summary)}")
+    for arm, command in (summary.get("next") or {}).items():
+        lines.append(f"next for {arm}: {command}")
     noise = summary.get("noise") or {}
     for key in NOISE_KINDS:
         e = noise.get(key)
@@ -201,7 +236,8 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
                  f"({ts['n_sequences']} sequences, {ts['n_seeds']} seed(s)), {100 * share:.0f}% of that "
                  "difference's variance.")
     need = e.get("seeds_needed")
-    if need and need.get("seeds"):
+    undecided = e["verdict"] in ("no detectable effect", "not testable")  # seeds-needed informs only these
+    if need and need.get("seeds") and undecided:
         unit = "pairs" if e["pairing"] != "unpaired" else "seeds an arm"
         point = f"{need['seeds_point']} at σ's estimate, " if need.get("seeds_point") else ""
         text += (f" To detect the minimum effect with 80% power at α = {need['alpha']:.3g} (the verdict's test "
@@ -270,6 +306,10 @@ def markdown(summary: dict) -> str:
            f"statistics, {len(summary['excluded'])} left out (listed below). Baseline arm: `{base}`. "
            f"Lower {m} is better; arms run from worst to best. n counts distinct seed configurations "
            "(repeats averaged).", ""]
+    out[2:2] = [f"**Verdicts: {headline(summary)}.**", ""]
+    if summary.get("next"):
+        out += ["To decide the undecided arms, run the seeds each needs (relaunching skips completed runs):", ""]
+        out += [f"- `{arm}`: `{command}`" for arm, command in summary["next"].items()] + [""]
     out += [f"**Warning**: {w}." for w in summary["warnings"]] + ([""] if summary["warnings"] else [])
     if summary.get("input"):
         out += ["## Input", ""] + _input_md(summary["input"]) + [""]
