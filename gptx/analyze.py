@@ -51,8 +51,9 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
         _check_baseline(runs, baseline, strict_baseline)
         summary = analyze(runs, baseline, metric, seed, min_effect, equal_noise=equal_noise)
         summary["warnings"] = notes + list(summary.get("warnings") or [])
-        if len(paths) == 1 and Path(paths[0]).is_dir():
-            summary["next"] = next_commands(summary, runs, paths[0])
+        commands = next_commands(summary, runs, paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir() else {}
+        if commands:  # what to run next for each undecided arm, shown by the report
+            summary["next"] = commands
         adaptive = _adaptive_plan(paths)
         if adaptive is not None:
             summary = with_sequential_verdicts(summary, replay(runs, adaptive))
