@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ META_FILE = "meta.json"
 # never resumed across versions: its steps would come from two different computations.
 NUMERICS_VERSION = 2
 KEEP = 2  # the newest and the one before it, as a fallback
+_OWN_NAME = re.compile(r"(\.tmp-)?step_\d{8,}(-\w+)?")  # the names gptx gives checkpoint folders
 
 
 class CheckpointError(RuntimeError):
@@ -201,8 +203,21 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module,
 
 
 def remove_checkpoints(run_dir: Path) -> None:
-    """Delete every checkpoint of the run (after it completed, or when overwriting)."""
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    """Delete every checkpoint of the run (after it completed, or when overwriting).
+
+    Only what gptx wrote goes, by name: `step_NNNNNNNN` folders and interrupted saves' `.tmp-step_…`;
+    `checkpoints/` itself only once nothing else is left in it.
+    """
+    root = run_dir / CHECKPOINT_DIR
+    if root.is_symlink() or not root.is_dir():
+        return
+    for path in root.iterdir():
+        if _OWN_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass  # something gptx did not write is still there: it stays
 
 
 def _meta_sha256(meta: dict[str, Any]) -> str:

@@ -30,6 +30,8 @@ OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
 CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints (their inside is gptx.checkpoint's)
 REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
 REPRODUCTION_FILE = "reproduction.json"  # a reproduction's verdict, in its folder
+RUN_MARKER = ".gptx"  # says gptx made the folder: gptx writes (and deletes) only in folders holding it
+RUN_LOCK_FILE = ".gptx.lock"  # flocked by the process working in the run folder (gptx.folders)
 
 # Where sweeps go, relative to the working directory (single runs: outputs/; both set in gptx/conf/config.yaml).
 SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYYY-MM-DD/HH-MM-SS

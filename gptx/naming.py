@@ -270,12 +270,21 @@ class ExclusiveFolders(Callback):
     and a sweep's run folders are named by the keys that vary across it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Reserve the single run's folder.
+        """Refuse a run folder that is not gptx's before Hydra writes its log there; reserve a clock-named one.
 
         Not under torchrun: every process must name the same folder, so the plain time is kept and rank
         0's choice wins (pass hydra.run.dir to be sure).
         """
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or not _named_by_clock(config.hydra.run, "dir"):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return
+        if not _named_by_clock(config.hydra.run, "dir"):
+            from gptx.folders import FolderRefused, check_run_folder
+
+            try:
+                check_run_folder(Path(config.hydra.run.dir))
+            except FolderRefused as err:  # Hydra turns a callback's exception into a warning: exit instead
+                print(f"gptx: error: {err}", file=sys.stderr)
+                raise SystemExit(2) from None
             return
         reserved = reserve(Path(config.hydra.run.dir))
         with read_write(config.hydra.run):

@@ -38,6 +38,7 @@ from gptx.files import (
     write_atomic,
     write_json,
 )
+from gptx.folders import FolderRefused, check_run_folder, lock_run_folder, mark_run_folder
 from gptx.hardware import environment, mfu, resolve_device
 from gptx.hashing import weights_sha256
 from gptx.loop import Diverged, LoopPosition, Training, build_training, resume_from, training_loop, training_peak_flops
@@ -63,7 +64,9 @@ class RunFolder:
         self._before_start = before_start
 
     def start(self) -> None:
-        """The run is going to write here: call `before_start` (main rank, once)."""
+        """The run is going to write here: mark the folder as gptx's, then call `before_start` (main rank, once)."""
+        if self.is_main:
+            mark_run_folder(self.path)
         if self._before_start is not None and self.is_main:
             self._before_start()
         self._before_start = None
@@ -93,8 +96,9 @@ class RunFolder:
             log.warning("could not record the failure in %s: %s", RESULT_FILE, err)
 
 
-# Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors).
-USER_ERRORS = (ConfigError, ckpt.CheckpointError)
+# Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors),
+# never for a folder gptx refused (it writes nothing there).
+USER_ERRORS = (ConfigError, ckpt.CheckpointError, FolderRefused)
 
 
 def record_failure(run_dir: Path, error: Exception, before_start: BeforeStart | None = None) -> None:
@@ -111,12 +115,28 @@ def _describe(error: Exception) -> tuple[str, str | None]:
 
 
 def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
-          record_errors: bool = False) -> dict[str, Any]:
+          record_errors: bool = False, sweep_dir: Path | None = None) -> dict[str, Any]:
     """Train (or resume, or skip if already completed) one run in run_dir; returns its result.
 
-    `before_start` runs on the main rank once the run is known to run (the Hydra entry writes `.hydra/`
-    then). A crash is recorded as `failed`; with `record_errors` (a sweep) a user error is too.
+    The main rank first checks that run_dir is gptx's (and, in a sweep, `sweep_dir`'s) and holds its lock
+    until the run ends; a refused folder (FolderRefused) is left exactly as it was. `before_start` runs on
+    the main rank once the run is known to run (the Hydra entry writes `.hydra/` then). A crash is recorded
+    as `failed`; with `record_errors` (a sweep) a user error is too.
     """
+    lock = None
+    if is_main_process():  # under torchrun a refusal on rank 0 ends the other ranks too
+        check_run_folder(run_dir, sweep_dir)
+        lock = lock_run_folder(run_dir)
+        check_run_folder(run_dir, sweep_dir)  # again, under the lock: another process may have written meanwhile
+    try:
+        return _train_in_world(cfg, run_dir, before_start, record_errors)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in_world(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None,
+                    record_errors: bool) -> dict[str, Any]:
     try:
         world = init_world(resolve_device(cfg.train.device).type == "cuda")
     except Exception as err:

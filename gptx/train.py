@@ -54,7 +54,8 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     typed: GptxConfig | None = None
     try:
         typed = from_dictconfig(cfg)
-        result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun)
+        sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
+        result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun, sweep_dir=sweep_dir)
     except USER_ERRORS as err:
         print(f"gptx: error: {err}", file=sys.stderr)
         if not multirun:
