@@ -8,6 +8,7 @@ analysis) can use them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -107,6 +108,55 @@ def create_exclusive_dir(parent: Path, stem: str, limit: int = 10_000) -> Path:
             continue
         return path
     raise FileExistsError(f"{parent} already holds {limit} folders named {stem}*")
+
+
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read a block at a time (memory stays at one block whatever the size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safetensors_complete(path: Path) -> bool:
+    """Whether a safetensors file is whole: its header parses and its tensors end exactly at the file's end.
+
+    Catches truncation and a damaged header without reading the data (a flipped data bit needs a hash).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > min(size, 100 << 20):
+                return False
+            header = json.loads(f.read(n))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        return 8 + n + max(ends, default=0) == size
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
+        return False
+
+
+def weights_intact(run_dir: Path, result: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a completed run's model.safetensors still is what it wrote, and if not, why not.
+
+    Against `weights_file_sha256` in result.json (a streaming hash of the whole file); runs from before that
+    field are checked for completeness only (safetensors_complete).
+    """
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        return False, f"{MODEL_FILE} is missing"
+    recorded = result.get("weights_file_sha256")
+    if isinstance(recorded, str):
+        try:
+            if file_sha256(path) == recorded:
+                return True, ""
+        except OSError as err:
+            return False, f"{MODEL_FILE} cannot be read ({err.strerror})"
+        return False, f"{MODEL_FILE} does not match the weights_file_sha256 in {RESULT_FILE}"
+    if safetensors_complete(path):
+        return True, ""
+    return False, f"{MODEL_FILE} is truncated or its header is damaged"
 
 
 def write_json(path: Path, obj: Any) -> None:

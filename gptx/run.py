@@ -34,7 +34,9 @@ from gptx.files import (
     SAMPLE_FILE,
     TEST_LOSSES_FILE,
     MetricsLog,
+    file_sha256,
     read_result,
+    weights_intact,
     write_atomic,
     write_json,
 )
@@ -47,7 +49,7 @@ from gptx.scoring import greedy_sample, split_losses
 from gptx.signals import StopRequest
 from gptx.tokenizer import tokenizer_for
 from gptx.trackers import Tracker, open_tracker
-from gptx.weights import save_weights
+from gptx.weights import RECORDED_SHA_KEY, save_weights
 
 log = logging.getLogger("gptx.train")
 
@@ -163,14 +165,20 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     run_dir, previous = folder.path, folder.previous
     plain = to_plain_dict(cfg)
     cfg_sha = config_sha256(plain)
+    damaged = False
     if folder.holds_completed() and not cfg.overwrite:
-        if previous.get("config_sha256") == cfg_sha:  # type: ignore[union-attr]
+        if previous.get("config_sha256") != cfg_sha:  # type: ignore[union-attr]
+            raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder, or pass "
+                              "overwrite=true to replace it")
+        intact, why = weights_intact(run_dir, previous)  # type: ignore[arg-type]
+        if intact:
             return {**previous, "skipped": True}  # type: ignore[dict-item]
-        raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder, or pass "
-                          "overwrite=true to replace it")
+        # The run is deterministic: training it again gives back the weights it recorded.
+        log.warning("%s completed, but %s: training the run again", run_dir, why)
+        damaged = True
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
-    replacing = cfg.overwrite and previous is not None and (previous.get("status") == "completed"
-                                                            or previous.get("config_sha256") != cfg_sha)
+    replacing = damaged or cfg.overwrite and previous is not None and (previous.get("status") == "completed"
+                                                                       or previous.get("config_sha256") != cfg_sha)
     resume = None
     if not replacing:
         try:
@@ -288,7 +296,9 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) 
     buffer = io.BytesIO()
     np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)
     write_atomic(tr.run_dir / TEST_LOSSES_FILE, buffer.getvalue())
-    metadata = {"gptx_config": OmegaConf.to_yaml(plain), "gptx_result_sha256": result["final_weights_sha256"]}
+    metadata = {"gptx_config": OmegaConf.to_yaml(plain), RECORDED_SHA_KEY: result["final_weights_sha256"]}
     save_weights(tr.model, tr.run_dir / MODEL_FILE, metadata)
+    # The file's own bytes, so a relaunch can check it with a streaming hash (no model, no torch).
+    result["weights_file_sha256"] = file_sha256(tr.run_dir / MODEL_FILE)
     log.info("test_loss %.6f  (%s, %d steps, %.1f s)", result["test_loss"], "+".join(result["intervention"]),
              result["steps"], result["wall_seconds"])

@@ -22,7 +22,7 @@ from gptx.config import ConfigError, GptxConfig
 from gptx.model import GPTModel
 from gptx.saved_config import config_from_text, load_run_config
 from gptx.tools.hf import HF_PREFIX, HFLayoutError, load_hf_model
-from gptx.weights import WeightsNotFound, load_weights, tie_aliases, weights_path
+from gptx.weights import WeightsDamaged, WeightsNotFound, check_loaded, load_weights, tie_aliases, weights_path
 
 GPTX_METADATA_KEY = "gptx_config"
 
@@ -32,7 +32,7 @@ class LoadError(ValueError):
 
 
 # The errors a command-line tool reports as one line (exit status 2) instead of a traceback.
-USER_ERRORS = (ConfigError, LoadError, HFLayoutError, WeightsNotFound)
+USER_ERRORS = (ConfigError, LoadError, HFLayoutError, WeightsNotFound, WeightsDamaged)
 
 
 @dataclass
@@ -58,6 +58,7 @@ def load_model(path: str | Path) -> LoadedModel:
             load_weights(model, weights)
         except (RuntimeError, ValueError) as err:
             raise LoadError(f"{weights}: the weights do not fit the saved config's model ({err})") from None
+        check_loaded(model, weights, metadata)  # a flipped bit is one line, never a silent export or sample
         return LoadedModel(model.eval(), "gptx", weights, config)
     if "wte.weight" in names or HF_PREFIX + "wte.weight" in names:
         return LoadedModel(load_hf_model(weights), "hf", weights, None)

@@ -37,6 +37,7 @@ from gptx.files import (
     write_atomic,
     write_json,
 )
+from gptx.folders import mark_run_folder
 from gptx.hardware import environment
 from gptx.saved_config import hydra_yaml_report, load_run_config
 from gptx.tools.compare import (
@@ -185,6 +186,7 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     made_parent = out is None and not (run_dir / REPRODUCTIONS_DIR).exists()
     target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
     print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
+    mark_run_folder(target)  # made just now, exclusively: gptx's own run folder
     write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
     report: dict[str, Any] = {
         "original": str(run_dir.resolve()), "reproduction": str(target.resolve()), "verdict": None,

@@ -16,7 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE
+from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, weights_intact
 
 
 @dataclass
@@ -104,7 +104,9 @@ def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | N
         return None
     if not isinstance(result, dict) or result.get("status") != "completed":
         return None
-    return result if saved_config == OmegaConf.to_yaml(task_cfg) else None
+    if saved_config != OmegaConf.to_yaml(task_cfg):
+        return None
+    return result if weights_intact(run_dir, result)[0] else None  # damaged weights: the job trains it again
 
 
 def check_distinct_run_dirs(jobs: list[Job]) -> None:
