@@ -43,7 +43,16 @@ from gptx.files import (
 from gptx.folders import FolderRefused, check_run_folder, lock_run_folder, mark_run_folder
 from gptx.hardware import environment, mfu, resolve_device
 from gptx.hashing import weights_sha256
-from gptx.loop import Diverged, LoopPosition, Training, build_training, resume_from, training_loop, training_peak_flops
+from gptx.loop import (
+    Diverged,
+    LoopPosition,
+    Training,
+    build_training,
+    check_resumable,
+    resume_from,
+    training_loop,
+    training_peak_flops,
+)
 from gptx.model import count_parameters, flops_per_token
 from gptx.scoring import greedy_sample, split_losses
 from gptx.signals import StopRequest
@@ -179,14 +188,6 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
     replacing = damaged or cfg.overwrite and previous is not None and (previous.get("status") == "completed"
                                                                        or previous.get("config_sha256") != cfg_sha)
-    resume = None
-    if not replacing:
-        try:
-            resume = ckpt.load_latest(run_dir, cfg_sha)
-        except ckpt.CheckpointError:
-            if not cfg.overwrite:
-                raise
-            replacing = True
     base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
@@ -194,6 +195,14 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World) -> dict[str, Any]:
     start = time.perf_counter()
     allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)
+    resume = None
+    if not replacing:  # the newest checkpoint that verifies and fits this run's plan
+        try:
+            resume = ckpt.load_latest(run_dir, cfg_sha, fits=lambda checkpoint: check_resumable(tr, checkpoint))
+        except ckpt.CheckpointError:
+            if not cfg.overwrite:
+                raise
+            replacing = True
     position = LoopPosition()
     if resume is not None:
         position = resume_from(tr, resume)
