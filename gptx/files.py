@@ -164,10 +164,35 @@ def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, (json.dumps(_null_for_non_finite(obj), indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's result.json, or None when there is none or it cannot be parsed."""
+# Larger than any JSON file gptx writes (result.json is a few KB; adaptive.json grows with its waves).
+JSON_LIMIT = 64 << 20
+
+
+def read_json(path: Path, limit: int = JSON_LIMIT) -> Any:
+    """A JSON file gptx wrote, read totally: OSError when it cannot be opened, and ValueError (one line) for
+    everything its content can be — too large, not UTF-8, not JSON, or nested too deeply for the parser."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB")
     try:
-        return json.loads((run_dir / RESULT_FILE).read_text())
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_json_object(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """read_json for a file that must hold a JSON object (ValueError when it holds anything else)."""
+    value = read_json(path, limit)
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object (a {type(value).__name__})")
+    return value
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result.json, or None when there is none or it is not a readable JSON object."""
+    try:
+        return read_json_object(run_dir / RESULT_FILE)
     except (OSError, ValueError):
         return None
 
@@ -188,7 +213,9 @@ class MetricsLog:
         if keep_up_to_step is not None and path.exists():
             # A resumed run re-logs the steps after its checkpoint; drop the first attempt's copies.
             # A torn last line (crash or full disk mid-append) is dropped with the rest after the checkpoint.
-            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= keep_up_to_step]
+            # gptx writes ASCII JSON: a line with other bytes is damaged, and dropped like a torn one.
+            lines = path.read_bytes().decode("ascii", errors="replace").splitlines()
+            kept = [ln for ln in lines if "\ufffd" not in ln and _step_of(ln) <= keep_up_to_step]
             write_atomic(path, "".join(f"{ln}\n" for ln in kept).encode())
         elif keep_up_to_step is None:
             path.unlink(missing_ok=True)
@@ -211,9 +238,10 @@ class MetricsLog:
 
 def _step_of(line: str) -> float:
     try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
         return float("inf")
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf")
 
 
 def _null_for_non_finite(obj: Any) -> Any:

@@ -21,6 +21,7 @@ from pathlib import Path
 from filelock import Timeout, UnixFileLock
 
 from gptx.files import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     CONSOLE_LOG,
     LOCK_FILE,
@@ -74,6 +75,10 @@ def check_run_folder(run_dir: Path, sweep_dir: Path | None = None) -> None:
             raise FolderRefused(
                 f"{run_dir} is not a gptx run folder (it holds {shown} and no {RUN_MARKER} marker); gptx only "
                 "writes in folders it made: pick a new or empty hydra.run.dir")
+    checkpoints = real / CHECKPOINT_DIR
+    if os.path.lexists(checkpoints) and (checkpoints.is_symlink() or not checkpoints.is_dir()):
+        raise FolderRefused(f"{run_dir / CHECKPOINT_DIR} is not a plain folder, so gptx cannot keep its checkpoints "
+                            "there; move it away or pick another hydra.run.dir")
     sweep = _enclosing_sweep(real)
     if sweep is not None and (sweep_dir is None or sweep != Path(os.path.realpath(sweep_dir))):
         raise FolderRefused(

@@ -9,7 +9,6 @@ each differing tensor's max abs diff and the tensors only one side has. Exit 0 i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from gptx.config import ModelConfig
-from gptx.files import MODEL_FILE, RESULT_FILE, weights_intact
+from gptx.files import MODEL_FILE, RESULT_FILE, read_json, read_json_object, weights_intact
 from gptx.hashing import weights_sha256
 from gptx.weights import (
     RECORDED_SHA_KEY,
@@ -174,16 +173,15 @@ def _result_of(path: Path) -> dict[str, Any]:
     if path.name != MODEL_FILE:
         return {}
     try:
-        result = json.loads((path.parent / RESULT_FILE).read_text())
-    except (OSError, ValueError, RecursionError):
+        return read_json_object(path.parent / RESULT_FILE)
+    except (OSError, ValueError):
         return {}
-    return result if isinstance(result, dict) else {}
 
 
 def test_loss_of(path: str | Path) -> float | None:
     """The test loss in a run folder's result.json (None for a file, or when there is none)."""
     try:
-        result = json.loads((Path(path) / RESULT_FILE).read_text())
+        result = read_json(Path(path) / RESULT_FILE)
     except (OSError, ValueError):
         return None
     value = result.get("test_loss") if isinstance(result, dict) else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import shutil
 import sys
@@ -34,6 +33,7 @@ from gptx.files import (
     RESULT_FILE,
     TRAIN_LOG,
     create_exclusive_dir,
+    read_json,
     write_atomic,
     write_json,
 )
@@ -69,7 +69,7 @@ def completed_result(run_dir: Path) -> dict[str, Any]:
     """The original's result.json, which must say the run completed and record its weights and loss."""
     path = run_dir / RESULT_FILE
     try:
-        result = json.loads(path.read_text())
+        result = read_json(path)
     except FileNotFoundError:
         raise ReproduceError(f"{run_dir} has no {RESULT_FILE}: not a finished gptx run") from None
     except (OSError, ValueError) as err:

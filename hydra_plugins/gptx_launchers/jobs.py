@@ -16,7 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, weights_intact
+from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, read_json, weights_intact
 
 
 @dataclass
@@ -98,7 +98,7 @@ def _task_config(sweep_config: DictConfig) -> DictConfig:
 def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | None:
     """The run's result when it completed with exactly this config (same saved .hydra/config.yaml)."""
     try:
-        result = json.loads((run_dir / RESULT_FILE).read_text())
+        result = read_json(run_dir / RESULT_FILE)
         saved_config = (run_dir / CONFIG_FILE).read_text()
     except (OSError, ValueError):
         return None

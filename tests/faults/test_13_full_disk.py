@@ -58,6 +58,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes_identical(small_disk, tm
     assert full.returncode == 1, full.stderr[-3000:]
     [line] = [line for line in full.stderr.splitlines() if line.startswith("gptx: error:")]
     assert "the disk is full" in line and "rerun the same command" in line
+    assert "no checkpoint was written, so it starts over" in line  # the one it tried to write did not fit
     assert "Traceback" not in full.stderr
     assert not (run_dir / "model.safetensors").exists()
     filler.unlink()
@@ -93,6 +94,7 @@ def test_a_disk_that_fills_as_result_json_is_written_loses_nothing(small_disk, t
     assert proc.returncode == 1, stderr[-3000:]
     [line] = [line for line in stderr.splitlines() if line.startswith("gptx: error:")]
     assert "the disk is full" in line and "rerun the same command" in line
+    assert "it resumes from the newest checkpoint that verifies (step_00000004" in line
     assert "Traceback" not in stderr
     assert '"completed"' not in (run_dir / "result.json").read_text()
     filler.unlink()
