@@ -55,8 +55,12 @@ def is_gptx_run(path: Path) -> bool:
         return False
 
 
-def check_run_folder(run_dir: Path, sweep_dir: Path | None = None) -> None:
-    """Refuse (FolderRefused) a run folder that is not gptx's, or that lies in a sweep other than `sweep_dir`."""
+def check_run_folder(run_dir: Path, sweep_dir: Path | None = None, launch_files: tuple[str, ...] = ()) -> None:
+    """Refuse (FolderRefused) a run folder that is not gptx's, or that lies in a sweep other than `sweep_dir`.
+
+    `launch_files` names what this launch itself already wrote there besides the usual (Hydra's own
+    `.hydra/`, when a saved config without gptx's Hydra settings is run).
+    """
     if os.path.lexists(run_dir):
         try:
             is_dir = stat.S_ISDIR(os.stat(run_dir).st_mode)
@@ -67,7 +71,7 @@ def check_run_folder(run_dir: Path, sweep_dir: Path | None = None) -> None:
     real = Path(os.path.realpath(run_dir))
     if real.is_dir() and not is_gptx_run(real):
         try:
-            foreign = sorted(name for name in os.listdir(real) if name not in _LAUNCH_FILES)
+            foreign = sorted(name for name in os.listdir(real) if name not in _LAUNCH_FILES | set(launch_files))
         except OSError as err:
             raise FolderRefused(f"cannot read {run_dir} ({err.strerror}); pick another hydra.run.dir") from None
         if foreign:

@@ -126,19 +126,21 @@ def _describe(error: Exception) -> tuple[str, str | None]:
 
 
 def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
-          record_errors: bool = False, sweep_dir: Path | None = None) -> dict[str, Any]:
+          record_errors: bool = False, sweep_dir: Path | None = None,
+          launch_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train (or resume, or skip if already completed) one run in run_dir; returns its result.
 
-    The main rank first checks that run_dir is gptx's (and, in a sweep, `sweep_dir`'s) and holds its lock
-    until the run ends; a refused folder (FolderRefused) is left exactly as it was. `before_start` runs on
-    the main rank once the run is known to run (the Hydra entry writes `.hydra/` then). A crash is recorded
-    as `failed`; with `record_errors` (a sweep) a user error is too.
+    The main rank first checks that run_dir is gptx's (and, in a sweep, `sweep_dir`'s; `launch_files`:
+    what this launch already wrote there) and holds its lock until the run ends; a refused folder
+    (FolderRefused) is left exactly as it was. `before_start` runs on the main rank once the run is known
+    to run (the Hydra entry writes `.hydra/` then). A crash is recorded as `failed`; with `record_errors`
+    (a sweep) a user error is too.
     """
     lock = None
     if is_main_process():  # under torchrun a refusal on rank 0 ends the other ranks too
-        check_run_folder(run_dir, sweep_dir)
+        check_run_folder(run_dir, sweep_dir, launch_files)
         lock = lock_run_folder(run_dir)
-        check_run_folder(run_dir, sweep_dir)  # again, under the lock: another process may have written meanwhile
+        check_run_folder(run_dir, sweep_dir, launch_files)  # again under the lock: another process may have written
     try:
         return _train_in_world(cfg, run_dir, before_start, record_errors)
     finally:

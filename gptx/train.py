@@ -55,7 +55,10 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     try:
         typed = from_dictconfig(cfg)
         sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
-        result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun, sweep_dir=sweep_dir)
+        # A saved config run as the primary config lacks gptx's hydra settings: Hydra wrote .hydra/ itself.
+        hydra_wrote = HydraConfig.get().output_subdir
+        result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun, sweep_dir=sweep_dir,
+                       launch_files=(str(hydra_wrote),) if hydra_wrote else ())
     except USER_ERRORS as err:
         print(f"gptx: error: {err}", file=sys.stderr)
         if not multirun:
