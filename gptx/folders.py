@@ -90,6 +90,24 @@ def check_run_folder(run_dir: Path, sweep_dir: Path | None = None, launch_files:
             "command, `-m sweep=…`); pick a hydra.run.dir outside it")
 
 
+def check_writable(run_dir: Path) -> None:
+    """Refuse a run folder (or, when it does not exist yet, the folder it would be made in) that this process
+    cannot write in: a read-only disk or mount, or no permission — before Hydra opens its log there."""
+    folder = Path(os.path.abspath(run_dir))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "a read-only file system" if _read_only(folder) else "no permission to write"
+        raise FolderRefused(f"cannot write in {folder} ({why}); pick a hydra.run.dir gptx can write in")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _enclosing_sweep(real: Path) -> Path | None:
     """The sweep folder `real` lies in (or is); a gptx run folder on the way up ends the search (reproductions)."""
     for folder in (real, *real.parents):

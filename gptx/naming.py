@@ -277,18 +277,20 @@ class ExclusiveFolders(Callback):
         """
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return
-        if not _named_by_clock(config.hydra.run, "dir"):
-            from gptx.folders import FolderRefused, check_run_folder
+        from gptx.folders import FolderRefused, check_run_folder, check_writable
 
-            try:
-                check_run_folder(Path(config.hydra.run.dir))
-            except FolderRefused as err:  # Hydra turns a callback's exception into a warning: exit instead
-                print(f"gptx: error: {err}", file=sys.stderr)
-                raise SystemExit(2) from None
-            return
-        reserved = reserve(Path(config.hydra.run.dir))
-        with read_write(config.hydra.run):
-            config.hydra.run.dir = str(reserved)
+        run_dir, by_clock = Path(config.hydra.run.dir), _named_by_clock(config.hydra.run, "dir")
+        try:
+            if not by_clock:  # a clock-named folder is new: reserved below, exclusively
+                check_run_folder(run_dir)
+            check_writable(run_dir)
+        except FolderRefused as err:  # Hydra turns a callback's exception into a warning: exit instead
+            print(f"gptx: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if by_clock:
+            reserved = reserve(run_dir)
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = str(reserved)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Name run folders by the varying keys; refuse jobs that would share a folder; reserve an unnamed

@@ -151,6 +151,16 @@ def read_only(tmp_path):
     subprocess.run(["umount", str(ro)], check=False)
 
 
+def test_a_read_only_run_folder_is_one_line(tmp_path, read_only):
+    src, ro = read_only
+    (src / "run").mkdir()
+    proc = run_gptx(*RUN, f"hydra.run.dir={ro / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    [line] = error_lines(proc.stderr)
+    assert "read-only file system" in line and "Traceback" not in proc.stderr + proc.stdout
+    assert list((src / "run").iterdir()) == []
+
+
 def test_a_read_only_sweep_folder_fails_closed(tmp_path, read_only):
     src, ro = read_only
     (src / "multirun_outputs" / "s").mkdir(parents=True)
