@@ -25,9 +25,9 @@ from gptx.data import TokenData, TrainOrder, load_data
 from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
 from gptx.faults import maybe_fire, nan_loss_at
 from gptx.files import MetricsLog
-from gptx.hardware import mfu, peak_flops, resolve_device
+from gptx.hardware import device_memory, mfu, peak_flops, resolve_device
 from gptx.hashing import named_tensors, parameter_sha256s, weights_sha256
-from gptx.model import GPTModel, build_model, configure_optimizer, flops_per_token
+from gptx.model import GPTModel, build_model, check_fits, configure_optimizer, flops_per_token
 from gptx.precision import Precision, resolve_precision
 from gptx.progress import Progress
 from gptx.schedule import lr_at, total_steps
@@ -97,6 +97,8 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
                           f"x whole micro-batches of train.micro_batch_size={micro_batch}")
     configure_determinism(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
+    # float32 weights, gradients and two AdamW moments: 16 bytes a parameter before any activation
+    check_fits(cfg.model, device_memory(device), 16, "its weights, gradients and AdamW moments")
     precision = resolve_precision(cfg.train, device)
     seq_len = cfg.train.seq_len or cfg.model.context_length
     data = load_data(cfg.data, seq_len, cfg.model.vocab_size)

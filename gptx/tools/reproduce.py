@@ -39,6 +39,7 @@ from gptx.files import (
 )
 from gptx.folders import mark_run_folder
 from gptx.hardware import environment
+from gptx.model import estimated_parameters as model_parameters
 from gptx.saved_config import hydra_yaml_report, load_run_config
 from gptx.tools.compare import (
     CompareError,
@@ -144,9 +145,7 @@ MAX_PARAMETERS = 2_000_000_000
 
 def estimated_parameters(cfg: GptxConfig) -> int:
     """The model's parameter count from its config alone, to a few per cent (nothing is built)."""
-    m = cfg.model
-    embeddings = m.vocab_size * m.d_model * (1 if m.weight_tying else 2) + m.context_length * m.d_model
-    return embeddings + m.n_layers * 12 * m.d_model * m.d_model
+    return model_parameters(cfg.model)
 
 
 def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,

@@ -2,7 +2,8 @@
 
 A deeply nested result.json (200 KB) or one holding a list, a non-UTF-8 metrics.jsonl, a `checkpoints`
 that is a file, a symlink loop as the run folder, and YAML nested thousands deep in a saved config or in
-a weights file's metadata — each read by the commands that read it, in real processes.
+a weights file's metadata, a model too large for the machine — each read by the commands that read it,
+in real processes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import faultkit
 import pytest
 import torch
 from faultkit import TINY, assert_identical, cli_run, run_gptx
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 pytestmark = pytest.mark.slow
@@ -91,3 +93,15 @@ def test_yaml_nested_thousands_deep_is_one_line(reference, tmp_path):
     lone = tmp_path / "lone.safetensors"
     save_file({"tok_emb.weight": torch.zeros(4, 4)}, str(lone), metadata={"gptx_config": nested})
     assert "nested too deeply" in one_line(run_gptx(str(lone), module="gptx.generate", cwd=tmp_path))
+
+
+def test_a_model_too_large_for_the_machine_is_one_line(reference, tmp_path):
+    line = one_line(run_gptx(*TINY, "model.d_model=2000000", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
+    assert "choose a smaller model" in line and not (tmp_path / "run" / "result.json").exists()
+    with safe_open(str(reference / "model.safetensors"), framework="pt") as f:
+        config = f.metadata()["gptx_config"]
+    assert "d_model: 32\n" in config
+    lone = tmp_path / "huge.safetensors"
+    save_file({"tok_emb.weight": torch.zeros(4, 4)}, str(lone),
+              metadata={"gptx_config": config.replace("d_model: 32\n", "d_model: 2000000\n")})
+    assert "choose a smaller model" in one_line(run_gptx(str(lone), module="gptx.generate", cwd=tmp_path))
