@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ META_FILE = "meta.json"
 # never resumed across versions: its steps would come from two different computations.
 NUMERICS_VERSION = 2
 KEEP = 2  # the newest and the one before it, as a fallback
+_OWN_NAME = re.compile(r"(\.tmp-)?step_\d{8,}(-\w+)?")  # the names gptx gives checkpoint folders
 
 
 class CheckpointError(RuntimeError):
@@ -134,9 +137,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
 
 
-def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
+def load_latest(run_dir: Path, config_sha256: str,
+                fits: Callable[[Checkpoint], None] | None = None) -> Checkpoint | None:
     """The newest checkpoint that verifies; None when there is none.
 
+    A checkpoint verifies when both its files match the hashes in its manifest (meta.json, itself hashed as
+    a whole), every manifest value has its type and range, and `fits` (the run's plan: steps, tensors,
+    optimizer groups, RNG streams) raises no ValueError; one that does not is skipped for the one before.
     Raises CheckpointError when checkpoints exist but none verifies, or they belong to another config.
     """
     candidates = list_checkpoints(run_dir)
@@ -148,8 +155,9 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
                 raise ValueError("meta.json does not match its own sha256")
             if _file_sha256(path / STATE_FILE) != meta["state_sha256"]:
                 raise ValueError("state.safetensors does not match the sha256 in meta.json")
+            state = _state_of(meta, path.name)
             tensors = load_file(str(path / STATE_FILE))
-        except (OSError, ValueError, KeyError, SafetensorError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError) as err:
             problems.append(f"{path.name}: {err}")
             continue
         if meta["config_sha256"] != config_sha256:
@@ -166,18 +174,61 @@ def load_latest(run_dir: Path, config_sha256: str) -> Checkpoint | None:
                 f"{NUMERICS_VERSION} (docs/performance.md): resuming would mix two computations in one run; "
                 "finish it with the gptx that started it, or start over with overwrite=true"
             )
-        state = TrainingState(meta["step"], meta["wall_seconds"], meta["config_sha256"],
-                              meta["init_weights_sha256"], meta.get("scaler"), meta.get("world_size", 1),
-                              meta.get("interval_loss", 0.0), meta.get("interval_steps", 0),
-                              meta.get("grad_clip_active_steps", 0), meta.get("grad_norm_max", 0.0),
-                              meta.get("train_loss"), meta.get("val_loss"))
-        return Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
+        checkpoint = Checkpoint(path, state, tensors, meta["optimizer_param_groups"])
+        if fits is not None:
+            try:
+                fits(checkpoint)
+            except ValueError as err:
+                problems.append(f"{path.name}: {err}")
+                continue
+        return checkpoint
     if candidates:
         raise CheckpointError(
             f"no valid checkpoint in {run_dir / CHECKPOINT_DIR} ({'; '.join(problems)}); refusing to "
             "retrain over it: move the folder away or pass overwrite=true"
         )
     return None
+
+
+def _state_of(meta: dict[str, Any], folder_name: str) -> TrainingState:
+    """The manifest's values, each checked for its type and range (ValueError names the first that is not)."""
+    def need(key: str, ok: Callable[[Any], bool], what: str, default: Any = ...) -> Any:
+        value = meta.get(key, default) if default is not ... else meta[key]
+        if not ok(value):
+            raise ValueError(f"meta.json {key}={value!r:.60} is not {what}")
+        return value
+
+    step = need("step", lambda v: _is_int(v) and v >= 0, "a step number")
+    if folder_name != f"step_{step:08d}":
+        raise ValueError(f"meta.json says step {step}, its folder is {folder_name}")
+    counts = lambda v: _is_int(v) and 0 <= v <= step  # noqa: E731 - a counter of steps so far
+    need("numerics_version", _is_int, "an integer", 1)
+    need("optimizer_param_groups", lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+         "a list of parameter groups")
+    need("state_sha256", lambda v: isinstance(v, str), "a sha256")
+    return TrainingState(
+        step,
+        need("wall_seconds", lambda v: _is_real(v) and v >= 0, "a duration"),
+        need("config_sha256", lambda v: isinstance(v, str), "a sha256"),
+        need("init_weights_sha256", lambda v: isinstance(v, str), "a sha256"),
+        need("scaler", lambda v: v is None or isinstance(v, dict), "a GradScaler state", None),
+        need("world_size", lambda v: _is_int(v) and v >= 1, "a number of processes", 1),
+        need("interval_loss", _is_real, "a loss sum", 0.0),
+        need("interval_steps", counts, "a number of steps so far", 0),
+        need("grad_clip_active_steps", counts, "a number of steps so far", 0),
+        need("grad_norm_max", lambda v: _is_real(v) and not v < 0, "a gradient norm", 0.0),
+        need("train_loss", lambda v: v is None or _is_real(v), "a loss", None),
+        need("val_loss", lambda v: v is None or _is_real(v), "a loss", None),
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A JSON number (NaN and inf included: json writes them, and a loss can overflow)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def restore(checkpoint: Checkpoint, model: torch.nn.Module,
@@ -201,8 +252,21 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module,
 
 
 def remove_checkpoints(run_dir: Path) -> None:
-    """Delete every checkpoint of the run (after it completed, or when overwriting)."""
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    """Delete every checkpoint of the run (after it completed, or when overwriting).
+
+    Only what gptx wrote goes, by name: `step_NNNNNNNN` folders and interrupted saves' `.tmp-step_…`;
+    `checkpoints/` itself only once nothing else is left in it.
+    """
+    root = run_dir / CHECKPOINT_DIR
+    if root.is_symlink() or not root.is_dir():
+        return
+    for path in root.iterdir():
+        if _OWN_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass  # something gptx did not write is still there: it stays
 
 
 def _meta_sha256(meta: dict[str, Any]) -> str:

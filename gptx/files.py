@@ -9,6 +9,7 @@ analysis) can use them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -32,6 +33,8 @@ INTERVENTIONS_FILE = Path(HYDRA_DIR) / "interventions.yaml"  # each applied inte
 CHECKPOINT_DIR = "checkpoints"  # resumable checkpoints (their inside is gptx.checkpoint's)
 REPRODUCTIONS_DIR = "reproductions"  # re-runs of a run, inside its folder
 REPRODUCTION_FILE = "reproduction.json"  # a reproduction's verdict, in its folder
+RUN_MARKER = ".gptx"  # says gptx made the folder: gptx writes (and deletes) only in folders holding it
+RUN_LOCK_FILE = ".gptx.lock"  # flocked by the process working in the run folder (gptx.folders)
 
 # Where sweeps go, relative to the working directory (single runs: outputs/; both set in gptx/conf/config.yaml).
 SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYYY-MM-DD/HH-MM-SS
@@ -110,15 +113,89 @@ def create_exclusive_dir(parent: Path, stem: str, limit: int = 10_000) -> Path:
     raise FileExistsError(f"{parent} already holds {limit} folders named {stem}*")
 
 
+def file_sha256(path: Path, block: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read a block at a time (memory stays at one block whatever the size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def safetensors_complete(path: Path) -> bool:
+    """Whether a safetensors file is whole: its header parses and its tensors end exactly at the file's end.
+
+    Catches truncation and a damaged header without reading the data (a flipped data bit needs a hash).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = int.from_bytes(f.read(8), "little")
+            if n <= 0 or 8 + n > min(size, 100 << 20):
+                return False
+            header = json.loads(f.read(n))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        return 8 + n + max(ends, default=0) == size
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
+        return False
+
+
+def weights_intact(run_dir: Path, result: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a completed run's model.safetensors still is what it wrote, and if not, why not.
+
+    Against `weights_file_sha256` in result.json (a streaming hash of the whole file); runs from before that
+    field are checked for completeness only (safetensors_complete).
+    """
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        return False, f"{MODEL_FILE} is missing"
+    recorded = result.get("weights_file_sha256")
+    if isinstance(recorded, str):
+        try:
+            if file_sha256(path) == recorded:
+                return True, ""
+        except OSError as err:
+            return False, f"{MODEL_FILE} cannot be read ({err.strerror})"
+        return False, f"{MODEL_FILE} does not match the weights_file_sha256 in {RESULT_FILE}"
+    if safetensors_complete(path):
+        return True, ""
+    return False, f"{MODEL_FILE} is truncated or its header is damaged"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write pretty JSON (NaN and inf written as null: strict JSON readers choke on them)."""
     write_atomic(path, (json.dumps(_null_for_non_finite(obj), indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's result.json, or None when there is none or it cannot be parsed."""
+# Larger than any JSON file gptx writes (result.json is a few KB; adaptive.json grows with its waves).
+JSON_LIMIT = 64 << 20
+
+
+def read_json(path: Path, limit: int = JSON_LIMIT) -> Any:
+    """A JSON file gptx wrote, read totally: OSError when it cannot be opened, and ValueError (one line) for
+    everything its content can be — too large, not UTF-8, not JSON, or nested too deeply for the parser."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB")
     try:
-        return json.loads((run_dir / RESULT_FILE).read_text())
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_json_object(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """read_json for a file that must hold a JSON object (ValueError when it holds anything else)."""
+    value = read_json(path, limit)
+    if not isinstance(value, dict):
+        raise ValueError(f"not a JSON object (a {type(value).__name__})")
+    return value
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run's result.json, or None when there is none or it is not a readable JSON object."""
+    try:
+        return read_json_object(run_dir / RESULT_FILE)
     except (OSError, ValueError):
         return None
 
@@ -139,7 +216,9 @@ class MetricsLog:
         if keep_up_to_step is not None and path.exists():
             # A resumed run re-logs the steps after its checkpoint; drop the first attempt's copies.
             # A torn last line (crash or full disk mid-append) is dropped with the rest after the checkpoint.
-            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= keep_up_to_step]
+            # gptx writes ASCII JSON: a line with other bytes is damaged, and dropped like a torn one.
+            lines = path.read_bytes().decode("ascii", errors="replace").splitlines()
+            kept = [ln for ln in lines if "\ufffd" not in ln and _step_of(ln) <= keep_up_to_step]
             write_atomic(path, "".join(f"{ln}\n" for ln in kept).encode())
         elif keep_up_to_step is None:
             path.unlink(missing_ok=True)
@@ -162,9 +241,10 @@ class MetricsLog:
 
 def _step_of(line: str) -> float:
     try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
         return float("inf")
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else float("inf")
 
 
 def _null_for_non_finite(obj: Any) -> Any:

@@ -8,6 +8,7 @@ FP32 CUDA-core rate otherwise. A CPU or an unlisted GPU has no peak (None), so n
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -56,6 +57,16 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
     if peak is None or peak <= 0:
         return None
     return tokens_per_second * flops_per_token / peak
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory on a device (the machine's RAM for the CPU); None when it cannot be told."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, RuntimeError, AttributeError):
+        return None
 
 
 def resolve_device(kind: DeviceKind) -> torch.device:

@@ -39,4 +39,4 @@ def parameter_sha256s(model: nn.Module) -> dict[str, str]:
 def _update(h: hashlib._Hash, tensor: torch.Tensor) -> None:
     t = tensor.detach().cpu().contiguous()
     h.update(f"{t.dtype}:{tuple(t.shape)}\0".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")  # the buffer itself: no copy

@@ -26,14 +26,20 @@ from gptx.data import TokenData, TrainOrder, load_data
 from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
 from gptx.faults import maybe_fire, nan_loss_at
 from gptx.files import MetricsLog
-from gptx.hardware import mfu, peak_flops, resolve_device
-from gptx.hashing import parameter_sha256s, weights_sha256
-from gptx.model import GPTModel, build_model, flops_per_token
+from gptx.hardware import device_memory, mfu, peak_flops, resolve_device
+from gptx.hashing import named_tensors, parameter_sha256s, weights_sha256
+from gptx.model import GPTModel, build_model, check_fits, flops_per_token
 from gptx.precision import Precision, resolve_precision
 from gptx.progress import Progress
 from gptx.schedule import lr_at, total_steps
 from gptx.scoring import split_loss
-from gptx.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
+from gptx.seeding import (
+    capture_rng_state,
+    configure_determinism,
+    required_rng_keys,
+    restore_rng_state,
+    seed_everything,
+)
 from gptx.signals import StopRequest
 
 log = logging.getLogger("gptx.train")
@@ -92,6 +98,8 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
                           f"x whole micro-batches of train.micro_batch_size={micro_batch}")
     configure_determinism(cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
+    # float32 weights, gradients and two AdamW moments: 16 bytes a parameter before any activation
+    check_fits(cfg.model, device_memory(device), 16, "its weights, gradients and AdamW moments")
     precision = resolve_precision(cfg.train, device)
     seq_len = cfg.train.seq_len or cfg.model.context_length
     data = load_data(cfg.data, seq_len, cfg.model.vocab_size)
@@ -114,6 +122,36 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
     n_steps = total_steps(t, t.batch_size * seq_len)
     return Training(cfg, run_dir, world, device, precision, data, model, forward, optimizer, scaler, n_steps,
                     seq_len, micro_batch, init_sha, init_params)
+
+
+def check_resumable(tr: Training, checkpoint: ckpt.Checkpoint) -> None:
+    """Raise ValueError unless a checkpoint fits this run's plan: its step within the planned steps, every
+    model tensor with its shape and dtype, the optimizer's groups and moments, this rank's RNG streams."""
+    state, tensors = checkpoint.state, checkpoint.tensors
+    if state.step > tr.n_steps:
+        raise ValueError(f"step {state.step} is past this run's {tr.n_steps} planned steps")
+    for name, tensor in named_tensors(tr.model).items():
+        saved = tensors.get(f"model.{name}")
+        if saved is None or saved.shape != tensor.shape or saved.dtype != tensor.dtype:
+            raise ValueError(f"model.{name} is missing or has another shape or dtype than the model's")
+    groups, saved_groups = tr.optimizer.param_groups, checkpoint.optimizer_param_groups
+    expected, n_params = [], 0  # optimizer.state_dict() numbers the parameters group after group
+    for group in groups:
+        expected.append(list(range(n_params, n_params + len(group["params"]))))
+        n_params += len(group["params"])
+    if [g.get("params") for g in saved_groups] != expected:
+        raise ValueError(f"its optimizer_param_groups do not match this run's {len(groups)} groups")
+    for group, saved in zip(groups, saved_groups, strict=True):
+        if set(saved) != set(group):
+            raise ValueError("its optimizer_param_groups have other settings than this run's optimizer")
+    for key in tensors:
+        if key.startswith("optim.") and not (key.count(".") >= 2 and key.split(".")[1].isdigit()
+                                             and int(key.split(".")[1]) < n_params):
+            raise ValueError(f"{key} names no parameter of this run's optimizer")
+    prefix = f"rng.rank{tr.world.rank}."
+    missing = [key for key in required_rng_keys() if prefix + key not in tensors]
+    if missing:
+        raise ValueError(f"checkpoint RNG state lacks {missing}: cannot resume bit-exactly")
 
 
 def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:

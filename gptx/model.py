@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptx import components
-from gptx.config import InitScheme, ModelConfig, TrainConfig
+from gptx.config import ConfigError, InitScheme, ModelConfig, TrainConfig
 from gptx.loss import linear_cross_entropy
 
 
@@ -132,6 +132,23 @@ class GPTModel(nn.Module):
         if targets is None:
             return self.out_head(hidden)
         return linear_cross_entropy(hidden, self.out_head.weight, targets, reduction)
+
+
+def estimated_parameters(cfg: ModelConfig) -> int:
+    """The model's parameter count from its config alone, to a few per cent (nothing is built)."""
+    embeddings = cfg.vocab_size * cfg.d_model * (1 if cfg.weight_tying else 2) + cfg.context_length * cfg.d_model
+    return embeddings + cfg.n_layers * 12 * cfg.d_model * cfg.d_model
+
+
+def check_fits(cfg: ModelConfig, memory: int | None, bytes_per_parameter: int, what: str) -> None:
+    """Refuse (ConfigError, one line) a model whose `bytes_per_parameter` copies cannot fit in `memory` bytes,
+    before any is allocated: an allocation failure is a traceback, or the OOM killer."""
+    n = estimated_parameters(cfg)
+    if memory is not None and n * bytes_per_parameter > memory:
+        raise ConfigError(
+            f"model.d_model={cfg.d_model}, model.n_layers={cfg.n_layers} make a model of about {n:.3g} parameters, "
+            f"which needs about {n * bytes_per_parameter / 2**30:.3g} GiB for {what}; this device has "
+            f"{memory / 2**30:.3g} GiB: choose a smaller model")
 
 
 def build_model(cfg: ModelConfig, init_seed: int) -> GPTModel:

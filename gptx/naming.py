@@ -290,16 +290,27 @@ class ExclusiveFolders(Callback):
     and a sweep's run folders are named by the keys that vary across it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Reserve the single run's folder.
+        """Refuse a run folder that is not gptx's before Hydra writes its log there; reserve a clock-named one.
 
         Not under torchrun: every process must name the same folder, so the plain time is kept and rank
         0's choice wins (pass hydra.run.dir to be sure).
         """
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or not _named_by_clock(config.hydra.run, "dir"):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return
-        reserved = reserve(Path(config.hydra.run.dir))
-        with read_write(config.hydra.run):
-            config.hydra.run.dir = str(reserved)
+        from gptx.folders import FolderRefused, check_run_folder, check_writable
+
+        run_dir, by_clock = Path(config.hydra.run.dir), _named_by_clock(config.hydra.run, "dir")
+        try:
+            if not by_clock:  # a clock-named folder is new: reserved below, exclusively
+                check_run_folder(run_dir)
+            check_writable(run_dir)
+        except FolderRefused as err:  # Hydra turns a callback's exception into a warning: exit instead
+            print(f"gptx: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if by_clock:
+            reserved = reserve(run_dir)
+            with read_write(config.hydra.run):
+                config.hydra.run.dir = str(reserved)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Name run folders by the varying keys; refuse jobs that would share a folder; reserve an unnamed

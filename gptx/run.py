@@ -36,19 +36,31 @@ from gptx.files import (
     SAMPLE_FILE,
     TEST_LOSSES_FILE,
     MetricsLog,
+    file_sha256,
     read_result,
+    weights_intact,
     write_atomic,
     write_json,
 )
+from gptx.folders import FolderRefused, check_run_folder, lock_run_folder, mark_run_folder
 from gptx.hardware import environment, mfu, resolve_device
 from gptx.hashing import weights_sha256
-from gptx.loop import Diverged, LoopPosition, Training, build_training, resume_from, training_loop, training_peak_flops
+from gptx.loop import (
+    Diverged,
+    LoopPosition,
+    Training,
+    build_training,
+    check_resumable,
+    resume_from,
+    training_loop,
+    training_peak_flops,
+)
 from gptx.model import count_parameters, flops_per_token
 from gptx.scoring import greedy_sample, split_losses
 from gptx.signals import StopRequest
 from gptx.tokenizer import tokenizer_for
 from gptx.trackers import Tracker, identity, open_tracker
-from gptx.weights import save_weights
+from gptx.weights import RECORDED_SHA_KEY, save_weights
 
 log = logging.getLogger("gptx.train")
 
@@ -65,7 +77,9 @@ class RunFolder:
         self._before_start = before_start
 
     def start(self) -> None:
-        """The run is going to write here: call `before_start` (main rank, once)."""
+        """The run is going to write here: mark the folder as gptx's, then call `before_start` (main rank, once)."""
+        if self.is_main:
+            mark_run_folder(self.path)
         if self._before_start is not None and self.is_main:
             self._before_start()
         self._before_start = None
@@ -95,8 +109,9 @@ class RunFolder:
             log.warning("could not record the failure in %s: %s", RESULT_FILE, err)
 
 
-# Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors).
-USER_ERRORS = (ConfigError, ckpt.CheckpointError)
+# Errors a user can act on: one line, no traceback; recorded in result.json only in a sweep (record_errors),
+# never for a folder gptx refused (it writes nothing there).
+USER_ERRORS = (ConfigError, ckpt.CheckpointError, FolderRefused)
 
 
 def record_failure(run_dir: Path, error: Exception, before_start: BeforeStart | None = None) -> None:
@@ -124,15 +139,32 @@ def _describe(error: Exception) -> tuple[str, str | None]:
 
 
 def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = None,
-          record_errors: bool = False, intervention_settings: dict[str, dict[str, Any]] | None = None
-          ) -> dict[str, Any]:
+          record_errors: bool = False, intervention_settings: dict[str, dict[str, Any]] | None = None,
+          sweep_dir: Path | None = None, launch_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train (or resume, or skip if already completed) one run in run_dir; returns its result.
 
-    `before_start` runs on the main rank once the run is known to run (the Hydra entry writes `.hydra/`
-    then). A crash is recorded as `failed`; with `record_errors` (a sweep) a user error is too.
-    `intervention_settings` (what each applied intervention sets) goes into result.json, so the analysis
-    can tell an intervention's own keys from other differences between arms; None reads gptx's own files.
+    The main rank first checks that run_dir is gptx's (and, in a sweep, `sweep_dir`'s; `launch_files`:
+    what this launch already wrote there) and holds its lock until the run ends; a refused folder
+    (FolderRefused) is left exactly as it was. `before_start` runs on the main rank once the run is known
+    to run (the Hydra entry writes `.hydra/` then). A crash is recorded as `failed`; with `record_errors`
+    (a sweep) a user error is too. `intervention_settings` (what each applied intervention sets) goes into
+    result.json, so the analysis can tell an intervention's own keys from other differences between arms;
+    None reads gptx's own files.
     """
+    lock = None
+    if is_main_process():  # under torchrun a refusal on rank 0 ends the other ranks too
+        check_run_folder(run_dir, sweep_dir, launch_files)
+        lock = lock_run_folder(run_dir)
+        check_run_folder(run_dir, sweep_dir, launch_files)  # again under the lock: another process may have written
+    try:
+        return _train_in_world(cfg, run_dir, before_start, record_errors)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in_world(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None,
+                    record_errors: bool) -> dict[str, Any]:
     try:
         world = init_world(resolve_device(cfg.train.device).type == "cuda")
     except Exception as err:
@@ -160,22 +192,20 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
     run_dir, previous = folder.path, folder.previous
     plain = to_plain_dict(cfg)
     cfg_sha = config_sha256(plain)
+    damaged = False
     if folder.holds_completed() and not cfg.overwrite:
-        if previous.get("config_sha256") == cfg_sha:  # type: ignore[union-attr]
+        if previous.get("config_sha256") != cfg_sha:  # type: ignore[union-attr]
+            raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder, or pass "
+                              "overwrite=true to replace it")
+        intact, why = weights_intact(run_dir, previous)  # type: ignore[arg-type]
+        if intact:
             return {**previous, "skipped": True}  # type: ignore[dict-item]
-        raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder, or pass "
-                          "overwrite=true to replace it")
+        # The run is deterministic: training it again gives back the weights it recorded.
+        log.warning("%s completed, but %s: training the run again", run_dir, why)
+        damaged = True
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
-    replacing = cfg.overwrite and previous is not None and (previous.get("status") == "completed"
-                                                            or previous.get("config_sha256") != cfg_sha)
-    resume = None
-    if not replacing:
-        try:
-            resume = ckpt.load_latest(run_dir, cfg_sha)
-        except ckpt.CheckpointError:
-            if not cfg.overwrite:
-                raise
-            replacing = True
+    replacing = damaged or cfg.overwrite and previous is not None and (previous.get("status") == "completed"
+                                                                       or previous.get("config_sha256") != cfg_sha)
     base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
@@ -187,6 +217,14 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
     start = time.perf_counter()
     allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)
+    resume = None
+    if not replacing:  # the newest checkpoint that verifies and fits this run's plan
+        try:
+            resume = ckpt.load_latest(run_dir, cfg_sha, fits=lambda checkpoint: check_resumable(tr, checkpoint))
+        except ckpt.CheckpointError:
+            if not cfg.overwrite:
+                raise
+            replacing = True
     position = LoopPosition()
     if resume is not None:
         position = resume_from(tr, resume)
@@ -290,7 +328,9 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) 
     buffer = io.BytesIO()
     np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)
     write_atomic(tr.run_dir / TEST_LOSSES_FILE, buffer.getvalue())
-    metadata = {"gptx_config": OmegaConf.to_yaml(plain), "gptx_result_sha256": result["final_weights_sha256"]}
+    metadata = {"gptx_config": OmegaConf.to_yaml(plain), RECORDED_SHA_KEY: result["final_weights_sha256"]}
     save_weights(tr.model, tr.run_dir / MODEL_FILE, metadata)
+    # The file's own bytes, so a relaunch can check it with a streaming hash (no model, no torch).
+    result["weights_file_sha256"] = file_sha256(tr.run_dir / MODEL_FILE)
     log.info("test_loss %.6f  (%s, %d steps, %.1f s)", result["test_loss"], "+".join(result["intervention"]),
              result["steps"], result["wall_seconds"])

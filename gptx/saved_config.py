@@ -129,6 +129,8 @@ def parse_safe_yaml(text: str, source: str | Path) -> Any:
         return yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not plain YAML data: {_first_line(err)}") from None
+    except RecursionError:  # a config is a few levels deep; thousands are an attack or damage
+        raise ConfigError(f"{source}: nested too deeply to be a gptx config") from None
 
 
 def hydra_yaml_report(run_dir: str | Path) -> list[str]:

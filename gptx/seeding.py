@@ -57,13 +57,18 @@ def capture_rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
-    """Restore what capture_rng_state saved; a missing entry is an error, never a silent reseed."""
+def required_rng_keys() -> list[str]:
+    """The RNG states restore_rng_state needs on this machine (capture_rng_state's names)."""
     required = ["python.version", "python.state", "python.gauss", "numpy.keys", "numpy.pos_has_gauss",
                 "numpy.gauss", "torch.cpu"]
     n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    required += [f"torch.cuda.{d}" for d in range(n_cuda)]
-    missing = [key for key in required if key not in state]
+    return required + [f"torch.cuda.{d}" for d in range(n_cuda)]
+
+
+def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Restore what capture_rng_state saved; a missing entry is an error, never a silent reseed."""
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [key for key in required_rng_keys() if key not in state]
     if missing:
         raise RuntimeError(f"checkpoint RNG state lacks {missing}: cannot resume bit-exactly")
     gauss = float(state["python.gauss"][0])

@@ -7,7 +7,6 @@ the run folders hold.
 """
 
 import atexit
-import fcntl
 import importlib.util
 import json
 import os
@@ -16,12 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from filelock import UnixFileLock
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from gptx.analysis.runs import load_runs, write_runs_csv
 from gptx.config import ConfigError, LoggerConfig
-from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, write_atomic
+from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, read_json_object, write_atomic
+from gptx.folders import FolderRefused, take_lock
 from gptx.trackers import check_available, log_report, prepare_sweep_store
 
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
@@ -34,7 +35,7 @@ RUN_COLUMNS = (
 )
 
 _RESOLVER_ERROR_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
-_held_locks: dict[str, int] = {}  # sweep dir -> fd of its flock, held until the multirun ends
+_held_locks: dict[str, UnixFileLock] = {}  # sweep dir -> its lock, held until the multirun ends
 
 
 def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -43,9 +44,7 @@ def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[s
     row: dict[str, Any] = {column: "" for column in RUN_COLUMNS}
     row["run"] = os.path.relpath(run_dir, sweep_dir)
     try:
-        result = json.loads((run_dir / RESULT_FILE).read_text())
-        if not isinstance(result, dict):
-            raise ValueError("not a JSON object")
+        result = read_json_object(run_dir / RESULT_FILE)  # total: too deep, too large or not UTF-8 is one line
     except FileNotFoundError:
         row["status"] = "incomplete"
         row["error"] = "no result.json"
@@ -110,28 +109,27 @@ def _fingerprint(run_dir: Path) -> tuple[int | None, int | None]:
 
 
 def lock_sweep(sweep_dir: str | os.PathLike) -> None:
-    """Hold an exclusive lock on a sweep folder, or exit with one line if another launch holds it."""
+    """Hold an exclusive lock on a sweep folder, or exit with one line if it cannot be taken (fails closed:
+    another launch holding it, a lock file gptx may not open, a read-only disk, no flock)."""
     sweep_dir = Path(sweep_dir)
     key = str(sweep_dir.resolve())
     if key in _held_locks:
         return
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        sys.exit(f"gptx: sweep folder {sweep_dir} is in use by another launch; wait or pick sweep=OTHER")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _held_locks[key] = fd
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        _held_locks[key] = take_lock(sweep_dir / LOCK_FILE, f"sweep folder {sweep_dir}", "wait or pick sweep=OTHER")
+    except FolderRefused as err:
+        sys.exit(f"gptx: error: {str(err).replace('another gptx process', 'another launch')}")
+    except OSError as err:
+        sys.exit(f"gptx: error: cannot create the sweep folder {sweep_dir} ({err.strerror or err}); "
+                 "pick sweep=OTHER or output_root=…")
 
 
 def unlock_sweep(sweep_dir: str | os.PathLike) -> None:
     """Release the lock taken by `lock_sweep` (the OS also drops it when the process ends)."""
-    fd = _held_locks.pop(str(Path(sweep_dir).resolve()), None)
-    if fd is not None:
-        os.close(fd)
+    lock = _held_locks.pop(str(Path(sweep_dir).resolve()), None)
+    if lock is not None:
+        lock.release()
 
 
 class SweepCallback(Callback):

@@ -93,8 +93,12 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         interventions = chosen_interventions(cfg)
         settings = {name: interventions[name].settings for name in cfg.intervention}
         typed = from_dictconfig(cfg, settings)
+        sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
+        # A saved config run as the primary config lacks gptx's hydra settings: Hydra wrote .hydra/ itself.
+        hydra_wrote = HydraConfig.get().output_subdir
         result = train(typed, run_dir, before_start=save_hydra, record_errors=multirun,
-                       intervention_settings=settings)
+                       intervention_settings=settings, sweep_dir=sweep_dir,
+                       launch_files=(str(hydra_wrote),) if hydra_wrote else ())
     except USER_ERRORS as err:
         print(f"gptx: error: {err}", file=sys.stderr)
         if not multirun:
@@ -107,7 +111,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
     except Exception as err:
         if disk_full(err):
             print(f"gptx: error: the disk is full ({err}); nothing finished was lost: free space in {run_dir} "
-                  "and rerun the same command, it resumes from the last checkpoint", file=sys.stderr)
+                  f"and rerun the same command: {_what_resumes(run_dir)}", file=sys.stderr)
             if not multirun:
                 raise SystemExit(1) from None
         log.error("run failed: %s: %s", type(err).__name__, err)
@@ -121,6 +125,19 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         if not multirun:
             raise SystemExit(1)
     return optimized_value(result, typed.optimized_metric) if typed.optimized_metric else result
+
+
+def _what_resumes(run_dir: Path) -> str:
+    """What the rerun after a full disk starts from, as it will find the folder (never a checkpoint not written)."""
+    from gptx.checkpoint import list_checkpoints
+
+    try:
+        checkpoints = list_checkpoints(run_dir)
+    except OSError:
+        checkpoints = []
+    if checkpoints:
+        return f"it resumes from the newest checkpoint that verifies ({checkpoints[-1].name} is the newest written)"
+    return "no checkpoint was written, so it starts over from step 0"
 
 
 def end_the_step_if_one_of_several(err: Exception) -> None:

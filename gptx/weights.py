@@ -6,19 +6,54 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors.torch import load_model, save_file
 from torch import nn
 
-from gptx.files import MODEL_FILE, file_mode
+from gptx.files import MODEL_FILE, RESULT_FILE, file_mode
+from gptx.hashing import weights_sha256
 
 
 class WeightsNotFound(ValueError):
     """A path that names no weights file; the message says what is wrong with it."""
+
+
+class WeightsDamaged(ValueError):
+    """A weights file whose tensors no longer hash to what the run recorded."""
+
+
+# The metadata key holding the final_weights_sha256 of the weights a file holds.
+RECORDED_SHA_KEY = "gptx_result_sha256"
+
+
+def recorded_sha256(path: Path, metadata: dict[str, str] | None) -> str | None:
+    """The final_weights_sha256 recorded for a weights file: its run's result.json (when the file is a run
+    folder's model.safetensors), else its own metadata; None for files gptx did not write (HF GPT-2)."""
+    if path.name == MODEL_FILE:
+        try:
+            with open(path.parent / RESULT_FILE, "rb") as f:
+                result = json.loads(f.read(1 << 24))
+            if isinstance(result, dict) and isinstance(result.get("final_weights_sha256"), str):
+                return result["final_weights_sha256"]
+        except (OSError, ValueError, RecursionError):
+            pass
+    value = (metadata or {}).get(RECORDED_SHA_KEY)
+    return value if isinstance(value, str) else None
+
+
+def check_loaded(model: nn.Module, path: Path, metadata: dict[str, str] | None) -> None:
+    """Raise WeightsDamaged when a model just loaded from `path` does not hash to the recorded sha256."""
+    expected = recorded_sha256(path, metadata)
+    if expected is not None and weights_sha256(model) != expected:
+        raise WeightsDamaged(f"{path} does not match its recorded final_weights_sha256 ({expected[:12]}…): the file "
+                             "was damaged or changed after the run wrote it; restore it, or rerun the run "
+                             "(the same command trains it again)")
 
 
 def weights_path(path: str | Path) -> Path:
@@ -55,13 +90,34 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None
     os.close(fd)
     try:
         save_file(state, tmp, metadata={**metadata, **aliases})
-        with open(tmp, "rb") as f:
+        with open(tmp, "r+b") as f:
+            _sort_metadata(f)
             os.fchmod(f.fileno(), file_mode())  # safetensors creates its files 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sort_metadata(f: BinaryIO) -> None:
+    """Rewrite a just-saved file's header with its metadata in sorted order, in place.
+
+    safetensors writes metadata in hash-map order, which changes from process to process: without this,
+    identical runs give files with different bytes, and file checksums (rsync -c, DVC) disagree. Only the
+    order changes, so the header keeps its length and the tensor data is never touched.
+    """
+    n = int.from_bytes(f.read(8), "little")
+    raw = f.read(n)
+    header = json.loads(raw)
+    if "__metadata__" not in header:
+        return
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # another escaping than serde_json's: leave the file as safetensors wrote it
+        return
+    f.seek(8)
+    f.write(text + b" " * (n - len(text)))  # safetensors pads its header with spaces too
 
 
 def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from gptx.analysis.arms import name_arms, read_study_base
-from gptx.files import METRICS_FILE, REPRODUCTIONS_DIR, RESULT_FILE, TEST_LOSSES_FILE, write_atomic
+from gptx.files import (
+    METRICS_FILE,
+    REPRODUCTIONS_DIR,
+    RESULT_FILE,
+    TEST_LOSSES_FILE,
+    read_json_object,
+    write_atomic,
+)
 
 # runs.csv, one row a run folder; this module is its only writer (the sweep callback and gptx.analyze
 # both call write_runs_csv), so the file has one schema whoever wrote it last.
@@ -108,9 +115,7 @@ def run_from_result(result: dict, folder: Path, metric: str) -> Run:
 def load_run(path: Path, metric: str) -> Run:
     """Read one result.json; unreadable files and unusable metrics become an excluded run with a reason."""
     try:
-        result = json.loads(path.read_text())
-        if not isinstance(result, dict):
-            raise ValueError("not a JSON object")
+        result = read_json_object(path)
     except (OSError, ValueError) as e:  # a half-copied file must not stop the report
         return Run(path.parent, {}, "?", "unreadable", reason=f"unreadable result.json: {e}")
     return run_from_result(result, path.parent, metric)
@@ -157,14 +162,14 @@ def group_configs(runs: list[Run]) -> dict:
 def read_curve(folder: Path) -> list[dict]:
     """The logged steps of a run from metrics.jsonl, skipping a torn last line; [] when absent."""
     try:
-        lines = (folder / METRICS_FILE).read_text().splitlines()
+        lines = (folder / METRICS_FILE).read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return []
     rows = []
     for line in lines:
         try:
             rows.append(json.loads(line))
-        except ValueError:  # a killed run can leave half a line
+        except (ValueError, RecursionError):  # a killed run can leave half a line
             continue
     return [r for r in rows if isinstance(r, dict)]
 

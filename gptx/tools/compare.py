@@ -9,7 +9,6 @@ each differing tensor's max abs diff and the tensors only one side has. Exit 0 i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -21,9 +20,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from gptx.config import ModelConfig
-from gptx.files import RESULT_FILE
+from gptx.files import MODEL_FILE, RESULT_FILE, read_json, read_json_object, weights_intact
 from gptx.hashing import weights_sha256
-from gptx.weights import WeightsNotFound, load_weights, tie_aliases, weights_path
+from gptx.weights import (
+    RECORDED_SHA_KEY,
+    WeightsDamaged,
+    WeightsNotFound,
+    load_weights,
+    tie_aliases,
+    weights_path,
+)
 
 LOSS_DECIMALS = 6  # as gptx prints test_loss; "equal" for a verdict means equal to these decimals
 
@@ -135,10 +141,47 @@ def weights_file_sha256(path: Path, model_cfg: ModelConfig) -> str:
     return weights_sha256(model)
 
 
+def verify_recorded(path: Path) -> None:
+    """Raise WeightsDamaged when a gptx weights file no longer holds the weights its run recorded.
+
+    A run folder's file is checked against result.json's `weights_file_sha256` (one streaming pass over
+    the file); any other gptx file (or an older run's) is loaded and checked against its recorded
+    final_weights_sha256; files gptx did not write (no recorded hash) are compared as they are.
+    """
+    result = _result_of(path)
+    if path.name == MODEL_FILE and isinstance(result.get("weights_file_sha256"), str):
+        intact, why = weights_intact(path.parent, result)
+        if not intact:
+            raise WeightsDamaged(f"{path.parent}: {why}: the file was damaged or changed after the run wrote it")
+        return
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise CompareError(f"{path}: unreadable safetensors file: {err}") from None
+    if RECORDED_SHA_KEY in metadata or isinstance(result.get("final_weights_sha256"), str):
+        from gptx.tools.load import LoadError, load_model
+
+        try:
+            load_model(path)
+        except LoadError as err:
+            raise CompareError(str(err)) from None
+
+
+def _result_of(path: Path) -> dict[str, Any]:
+    """The result.json beside a run folder's model.safetensors ({} for any other file)."""
+    if path.name != MODEL_FILE:
+        return {}
+    try:
+        return read_json_object(path.parent / RESULT_FILE)
+    except (OSError, ValueError):
+        return {}
+
+
 def test_loss_of(path: str | Path) -> float | None:
     """The test loss in a run folder's result.json (None for a file, or when there is none)."""
     try:
-        result = json.loads((Path(path) / RESULT_FILE).read_text())
+        result = read_json(Path(path) / RESULT_FILE)
     except (OSError, ValueError):
         return None
     value = result.get("test_loss") if isinstance(result, dict) else None
@@ -176,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path_a, path_b = weights_path(args.a), weights_path(args.b)
+        verify_recorded(path_a)
+        verify_recorded(path_b)
         weights = compare_tensors(read_tensors(path_a), read_tensors(path_b))
-    except (CompareError, WeightsNotFound) as err:
+    except (CompareError, WeightsNotFound, WeightsDamaged) as err:
         print(f"gptx.compare: error: {err}", file=sys.stderr)
         return 2
     loss = loss_agreement(test_loss_of(args.a), test_loss_of(args.b))

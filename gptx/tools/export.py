@@ -13,10 +13,15 @@ same. An untied output head is written as lm_head.weight with tie_word_embedding
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from gptx.files import RESULT_FILE
+from safetensors import SafetensorError
+
+from gptx.files import RESULT_FILE, dir_mode, disk_full, file_mode
 from gptx.tokenizer import END_OF_TEXT_ID
 from gptx.tools.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, save_hf
 from gptx.tools.hf_tokenizer import save_gpt2_tokenizer
@@ -36,12 +41,29 @@ def export(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> 
     loaded = load_model(source)
     if out_dir.resolve() == loaded.weights.parent.resolve():
         raise LoadError(f"{out_dir} holds the weights being exported; export into another folder")
-    notes = save_hf(loaded.model, out_dir)
-    if loaded.model.cfg.vocab_size == GPT2_VOCAB_SIZE:
-        save_gpt2_tokenizer(out_dir)
-        notes.append("wrote GPT-2's tokenizer files (vocab.json, merges.txt): AutoTokenizer loads them offline")
-    else:
-        notes.append(f"no tokenizer files: a {loaded.model.cfg.vocab_size}-token vocabulary is not GPT-2's")
+    # Everything is written into a temporary folder beside out_dir first: a full disk or a crash leaves
+    # out_dir as it was (and no temporary folder), and every file that lands there is whole.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        tmp.chmod(dir_mode())
+        notes = save_hf(loaded.model, tmp)
+        if loaded.model.cfg.vocab_size == GPT2_VOCAB_SIZE:
+            save_gpt2_tokenizer(tmp)
+            notes.append("wrote GPT-2's tokenizer files (vocab.json, merges.txt): AutoTokenizer loads them offline")
+        else:
+            notes.append(f"no tokenizer files: a {loaded.model.cfg.vocab_size}-token vocabulary is not GPT-2's")
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
+                os.fchmod(f.fileno(), file_mode())  # safetensors creates its files 0600
+                os.fsync(f.fileno())
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+        else:  # --overwrite: the weights go last, so a config.json never describes weights not yet there
+            for path in sorted(tmp.iterdir(), key=lambda p: p.name == HF_WEIGHTS_FILE):
+                os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return notes
 
 
@@ -57,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         notes = export(args.run_dir, args.out_dir, args.overwrite)
     except USER_ERRORS as err:
         return report_user_error(err)
+    except (OSError, SafetensorError) as err:  # a full or read-only disk: nothing in OUT_DIR was changed
+        if not (isinstance(err, OSError) or disk_full(err)):
+            raise
+        what = "the disk is full" if disk_full(err) else f"cannot write there ({err.strerror or err})"
+        print(f"gptx: error: {what}: nothing in {args.out_dir} was changed; free space or pick another folder",
+              file=sys.stderr)
+        return 1
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {Path(args.out_dir) / HF_WEIGHTS_FILE} and {HF_CONFIG_FILE} (Hugging Face GPT-2 layout)")

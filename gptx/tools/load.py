@@ -16,13 +16,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 
 from gptx.config import ConfigError, GptxConfig
-from gptx.model import GPTModel
+from gptx.hardware import device_memory
+from gptx.model import GPTModel, check_fits
 from gptx.saved_config import config_from_text, load_run_config
 from gptx.tools.hf import HF_PREFIX, HFLayoutError, load_hf_model
-from gptx.weights import WeightsNotFound, load_weights, tie_aliases, weights_path
+from gptx.weights import WeightsDamaged, WeightsNotFound, check_loaded, load_weights, tie_aliases, weights_path
 
 GPTX_METADATA_KEY = "gptx_config"
 
@@ -32,7 +34,7 @@ class LoadError(ValueError):
 
 
 # The errors a command-line tool reports as one line (exit status 2) instead of a traceback.
-USER_ERRORS = (ConfigError, LoadError, HFLayoutError, WeightsNotFound)
+USER_ERRORS = (ConfigError, LoadError, HFLayoutError, WeightsNotFound, WeightsDamaged)
 
 
 @dataclass
@@ -53,11 +55,13 @@ def load_model(path: str | Path) -> LoadedModel:
     names, metadata = _read_header(weights)
     if "tok_emb.weight" in names:
         config = load_run_config(Path(path)) if Path(path).is_dir() else config_from_metadata(weights, metadata)
+        check_fits(config.model, device_memory(torch.device("cpu")), 4, "its float32 weights")  # loaded on the CPU
         model = GPTModel(config.model)
         try:
             load_weights(model, weights)
         except (RuntimeError, ValueError) as err:
             raise LoadError(f"{weights}: the weights do not fit the saved config's model ({err})") from None
+        check_loaded(model, weights, metadata)  # a flipped bit is one line, never a silent export or sample
         return LoadedModel(model.eval(), "gptx", weights, config)
     if "wte.weight" in names or HF_PREFIX + "wte.weight" in names:
         return LoadedModel(load_hf_model(weights), "hf", weights, None)

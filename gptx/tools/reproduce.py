@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import shutil
 import sys
@@ -36,10 +35,13 @@ from gptx.files import (
     RESULT_FILE,
     TRAIN_LOG,
     create_exclusive_dir,
+    read_json,
     write_atomic,
     write_json,
 )
+from gptx.folders import mark_run_folder
 from gptx.hardware import environment
+from gptx.model import estimated_parameters as model_parameters
 from gptx.saved_config import hydra_yaml_report, load_run_config, recorded_interventions
 from gptx.tools.compare import (
     CompareError,
@@ -70,7 +72,7 @@ def completed_result(run_dir: Path) -> dict[str, Any]:
     """The original's result.json, which must say the run completed and record its weights and loss."""
     path = run_dir / RESULT_FILE
     try:
-        result = json.loads(path.read_text())
+        result = read_json(path)
     except FileNotFoundError:
         raise ReproduceError(f"{run_dir} has no {RESULT_FILE}: not a finished gptx run") from None
     except (OSError, ValueError) as err:
@@ -155,9 +157,7 @@ MAX_PARAMETERS = 2_000_000_000
 
 def estimated_parameters(cfg: GptxConfig) -> int:
     """The model's parameter count from its config alone, to a few per cent (nothing is built)."""
-    m = cfg.model
-    embeddings = m.vocab_size * m.d_model * (1 if m.weight_tying else 2) + m.context_length * m.d_model
-    return embeddings + m.n_layers * 12 * m.d_model * m.d_model
+    return model_parameters(cfg.model)
 
 
 def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
@@ -198,6 +198,7 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     made_parent = out is None and not (run_dir / REPRODUCTIONS_DIR).exists()
     target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
     print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
+    mark_run_folder(target)  # made just now, exclusively: gptx's own run folder
     write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
     recorded = recorded_interventions(run_dir)
     if recorded is not None:  # the intervention files travel with the run, not with the user's folder

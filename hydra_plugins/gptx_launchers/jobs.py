@@ -16,7 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE
+from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, read_json, weights_intact
 
 
 @dataclass
@@ -108,13 +108,15 @@ def _task_config(sweep_config: DictConfig) -> DictConfig:
 def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | None:
     """The run's result when it completed with exactly this config (same saved .hydra/config.yaml)."""
     try:
-        result = json.loads((run_dir / RESULT_FILE).read_text())
+        result = read_json(run_dir / RESULT_FILE)
         saved_config = (run_dir / CONFIG_FILE).read_text()
     except (OSError, ValueError):
         return None
     if not isinstance(result, dict) or result.get("status") != "completed":
         return None
-    return result if saved_config == OmegaConf.to_yaml(task_cfg) else None
+    if saved_config != OmegaConf.to_yaml(task_cfg):
+        return None
+    return result if weights_intact(run_dir, result)[0] else None  # damaged weights: the job trains it again
 
 
 def check_distinct_run_dirs(jobs: list[Job]) -> None:

@@ -58,6 +58,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes_identical(small_disk, tm
     assert full.returncode == 1, full.stderr[-3000:]
     [line] = [line for line in full.stderr.splitlines() if line.startswith("gptx: error:")]
     assert "the disk is full" in line and "rerun the same command" in line
+    assert "no checkpoint was written, so it starts over" in line  # the one it tried to write did not fit
     assert "Traceback" not in full.stderr
     assert not (run_dir / "model.safetensors").exists()
     filler.unlink()
@@ -93,6 +94,7 @@ def test_a_disk_that_fills_as_result_json_is_written_loses_nothing(small_disk, t
     assert proc.returncode == 1, stderr[-3000:]
     [line] = [line for line in stderr.splitlines() if line.startswith("gptx: error:")]
     assert "the disk is full" in line and "rerun the same command" in line
+    assert "it resumes from the newest checkpoint that verifies (step_00000004" in line
     assert "Traceback" not in stderr
     assert '"completed"' not in (run_dir / "result.json").read_text()
     filler.unlink()
@@ -101,3 +103,24 @@ def test_a_disk_that_fills_as_result_json_is_written_loses_nothing(small_disk, t
     assert "resum" in (again.stdout + again.stderr).lower()
     assert_identical(run_dir, reference)
     shutil.rmtree(run_dir)
+
+
+def test_an_export_onto_a_full_disk_is_one_line_and_changes_nothing(small_disk, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_gptx(*RUN, "train.checkpoint_minutes=null", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    filler = fill(small_disk, 1 << 20)  # room for config.json, not for 13 MB of weights
+    for out in (small_disk / "new", small_disk / "old"):
+        if out.name == "old":
+            out.mkdir()
+            (out / "config.json").write_text("an earlier export")
+        before = sorted(p.name for p in small_disk.iterdir())
+        proc = run_gptx(str(run_dir), str(out), "--overwrite", module="gptx.export", cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("gptx: error:")]
+        assert "the disk is full" in line and "Traceback" not in proc.stderr
+        assert sorted(p.name for p in small_disk.iterdir()) == before  # no temporary folder left
+    assert not (small_disk / "new").exists() and (small_disk / "old" / "config.json").read_text() == "an earlier export"
+    filler.unlink()
+    proc = run_gptx(str(run_dir), str(small_disk / "new"), module="gptx.export", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"config.json", "model.safetensors", "vocab.json"} <= {p.name for p in (small_disk / "new").iterdir()}
