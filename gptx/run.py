@@ -22,9 +22,9 @@ import torch
 from omegaconf import OmegaConf
 
 from gptx import checkpoint as ckpt
-from gptx import components
+from gptx import components, config
 from gptx.allocator import keep_freed_memory
-from gptx.config import ConfigError, GptxConfig, arm_settings, config_sha256, intervention_settings, to_plain_dict
+from gptx.config import ConfigError, GptxConfig, arm_settings, config_sha256, to_plain_dict
 from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
 from gptx.faults import maybe_fire
@@ -125,7 +125,7 @@ def _packaged_settings(cfg: GptxConfig) -> dict[str, dict[str, Any]]:
     found = {}
     for name in cfg.intervention:
         try:
-            found[name] = intervention_settings(name)
+            found[name] = config.intervention_settings(name)
         except ConfigError:
             continue
     return found
@@ -157,14 +157,14 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
         lock = lock_run_folder(run_dir)
         check_run_folder(run_dir, sweep_dir, launch_files)  # again under the lock: another process may have written
     try:
-        return _train_in_world(cfg, run_dir, before_start, record_errors)
+        return _train_in_world(cfg, run_dir, before_start, record_errors, intervention_settings)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_in_world(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None,
-                    record_errors: bool) -> dict[str, Any]:
+def _train_in_world(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None, record_errors: bool,
+                    intervention_settings: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     try:
         world = init_world(resolve_device(cfg.train.device).type == "cuda")
     except Exception as err:
