@@ -20,6 +20,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from gptx import checkpoint as ckpt
+from gptx.attention_backend import pin_attention_backends
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
 from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
@@ -90,6 +91,7 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must split into {world.size} processes "
                           f"x whole micro-batches of train.micro_batch_size={micro_batch}")
     configure_determinism(cfg.train.deterministic)
+    pin_attention_backends(cfg.model.dropout)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train, device)
     seq_len = cfg.train.seq_len or cfg.model.context_length
