@@ -126,7 +126,7 @@ def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:
                                    f"this run has {tr.world.size}: bit-exact resume needs the same number")
     rng = ckpt.restore(resume, tr.model, tr.optimizer)
     prefix = f"rank{tr.world.rank}."
-    restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)})
+    restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}, tr.device)
     if resume.state.scaler:
         tr.scaler.load_state_dict(resume.state.scaler)
     s = resume.state
@@ -302,7 +302,7 @@ def training_peak_flops(tr: Training) -> float | None:
 
 def save_checkpoint(tr: Training, position: LoopPosition) -> None:
     """Checkpoint the run at a step boundary, with every rank's RNG streams, written by rank 0."""
-    rng_by_rank = gather_objects(tr.world, capture_rng_state())
+    rng_by_rank = gather_objects(tr.world, capture_rng_state(tr.device))
     if tr.world.is_main:
         rng = {f"rank{r}.{k}": v for r, states in enumerate(rng_by_rank) for k, v in states.items()}
         state = ckpt.TrainingState(position.step, position.wall_seconds, config_sha256(to_plain_dict(tr.cfg)),
