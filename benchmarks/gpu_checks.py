@@ -6,7 +6,8 @@ own timeout; a failed or timed-out phase is recorded and the next one runs. Phas
   environment   versions, GPU, and which SDPA kernel runs for dropout 0.1/0.0 x deterministic off/on,
                 with torch's default backends and with gptx's pinning (gptx.attention_backend)
   bench         gptx.bench on gpt2_small, 12 x 1024 tokens, bf16: eager, eager+deterministic, compiled,
-                compiled+deterministic, compiled/full-logits-loss (tokens/s, MFU, peak memory, compile s)
+                compiled+deterministic, compiled/full-logits-loss (tokens/s, MFU, peak memory, compile s);
+                then benchmarks/check_loss.py: the sliced loss agrees with the loss through full logits
   profile       the eager training step under torch.profiler: its top kernels by device time
   determinism   two deterministic eager runs, then two compiled ones: identical final weights; and a run
                 stopped by SIGTERM after a checkpoint, then resumed: identical to the uninterrupted one
@@ -109,11 +110,19 @@ def phase_bench(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     print(format_report(report))
     rows = {r["variant"]: r for r in report["rows"]}
+    # The sliced head + cross-entropy against the plain loss through full logits, on one batch.
+    loss_check = subprocess.run([sys.executable, str(REPO / "benchmarks" / "check_loss.py"), "--device", s["device"],
+                                 "--model", s["model"], "--batch-size", str(s["batch"]), "--seq-len", str(s["seq"])],
+                                cwd=REPO, capture_output=True, text=True, check=False)
+    print(loss_check.stdout + loss_check.stderr)
     missing = [v for v in variants if not rows.get(v, {}).get("step_seconds")]
     if missing:
         raise RuntimeError(f"no timing for {missing}: {[rows.get(v, {}).get('note') for v in missing]}")
-    return {v: {k: rows[v][k] for k in ("tokens_per_second", "mfu", "peak_memory_bytes", "compile_seconds")}
-            for v in variants}
+    if loss_check.returncode != 0:
+        raise RuntimeError(f"the sliced loss disagrees with full logits: {loss_check.stdout[-500:]}")
+    return {"sliced_loss_agrees": True, **{
+        v: {k: rows[v][k] for k in ("tokens_per_second", "mfu", "peak_memory_bytes", "compile_seconds")}
+        for v in variants}}
 
 
 def phase_profile(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:

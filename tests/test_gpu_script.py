@@ -38,6 +38,7 @@ def test_the_gpu_script_dry_runs_every_phase_on_a_cpu(tmp_path):
     assert {r["gptx"]["kernels"] for r in env["sdpa_probe"] if r["dropout"] > 0} == {"math"}
     rows = {r["variant"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
     assert {"eager", "eager+deterministic", "eager/full-logits-loss"} <= set(rows)
+    assert summary["phases"]["bench"]["sliced_loss_agrees"] is True
     determinism = summary["phases"]["determinism"]
     assert determinism["checks"] == {"eager_identical": True, "stopped_by_sigterm": True, "resumed_identical": True}
     assert determinism["resumed"] == determinism["eager"][0]
