@@ -9,8 +9,9 @@ own timeout; a failed or timed-out phase is recorded and the next one runs. Phas
                 compiled+deterministic, compiled/full-logits-loss (tokens/s, MFU, peak memory, compile s);
                 then benchmarks/check_loss.py: the sliced loss agrees with the loss through full logits
   profile       the eager training step under torch.profiler: its top kernels by device time
-  determinism   two deterministic eager runs, then two compiled ones: identical final weights; and a run
-                stopped by SIGTERM after a checkpoint, then resumed: identical to the uninterrupted one
+  determinism   two deterministic eager runs: identical final weights; and a run stopped by SIGTERM
+                after a checkpoint, then resumed: identical to the uninterrupted one
+  compiled_determinism  two deterministic compiled runs: identical final weights
   faults        the CUDA cases of the fault-test suite (tests/faults -k cuda)
 
 Only a handful of small files go to --out ($OUT): summary.json, environment.json, bench.json,
@@ -32,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-PHASES = ("environment", "bench", "profile", "determinism", "faults")
-# Seconds per phase on one H100: 530 in all, inside the device tool's 600 s a command.
-TIMEOUTS = {"environment": 40, "bench": 220, "profile": 40, "determinism": 170, "faults": 60}
-DRY_TIMEOUTS = {"environment": 60, "bench": 180, "profile": 60, "determinism": 300, "faults": 240}
+PHASES = ("environment", "bench", "profile", "determinism", "compiled_determinism", "faults")
+# Seconds per phase on one H100: 540 in all, inside the device tool's 600 s a command.
+TIMEOUTS = {"environment": 40, "bench": 200, "profile": 30, "determinism": 120, "compiled_determinism": 100,
+            "faults": 50}
+DRY_TIMEOUTS = {"environment": 60, "bench": 180, "profile": 60, "determinism": 300, "compiled_determinism": 600,
+                "faults": 240}
 TINY_MODEL = ["model=gpt2_tiny", "model.context_length=32", "model.d_model=32", "model.n_heads=2", "model.n_layers=1"]
 
 
@@ -151,10 +154,9 @@ def phase_profile(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
     return {"rows": 30, "sorted_by": sort}
 
 
-def phase_determinism(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
-    """Same config twice, eager then compiled: identical weights; SIGTERM + resume: identical too."""
+def _train_runner(s: dict[str, Any], work: Path):
+    """A function training one deterministic run of the phase's size in work/runs/NAME; returns result.json."""
     runs = work / "runs"
-    results: dict[str, Any] = {}
 
     def train(name: str, compile_: bool, fault: str | None = None) -> dict[str, Any]:
         args = [*s["model_overrides"], f"train.device={s['device']}", "train.deterministic=true",
@@ -170,6 +172,21 @@ def phase_determinism(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any
         subprocess.run([sys.executable, "-m", "gptx.train", *args], cwd=work, env=env, check=False)
         return json.loads((runs / name / "result.json").read_text())
 
+    return train
+
+
+def _checked(checks: dict[str, bool], results: dict[str, Any]) -> dict[str, Any]:
+    results["checks"] = checks
+    for name, ok in checks.items():
+        print(f"{name}: {'IDENTICAL' if ok and 'identical' in name else ok}")
+    if not all(checks.values()):
+        raise RuntimeError(f"failed: {[name for name, ok in checks.items() if not ok]}")
+    return results
+
+
+def phase_determinism(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
+    """Same config twice, eager: identical weights; SIGTERM after a checkpoint + resume: identical too."""
+    train = _train_runner(s, work)
     checks = {}
     a, b = train("eager-1", False), train("eager-2", False)
     checks["eager_identical"] = a["final_weights_sha256"] == b["final_weights_sha256"]
@@ -177,23 +194,22 @@ def phase_determinism(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any
     resumed = train("resumed", False)
     checks["stopped_by_sigterm"] = stopped["status"] == "interrupted"
     checks["resumed_identical"] = resumed["final_weights_sha256"] == a["final_weights_sha256"]
-    results.update(eager=[a["final_weights_sha256"], b["final_weights_sha256"]],
-                   resumed=resumed["final_weights_sha256"], test_loss=a["test_loss"],
-                   sdpa_backend=a.get("sdpa_backend"),
-                   precision=a["precision"], device=a["device"], eager_tokens_per_second=a["tokens_per_second"])
-    if s["compile"]:
-        c, d = train("compiled-1", True), train("compiled-2", True)
-        checks["compiled_identical"] = c["final_weights_sha256"] == d["final_weights_sha256"]
-        results.update(compiled=[c["final_weights_sha256"], d["final_weights_sha256"]],
-                       compiled_test_loss=c["test_loss"], compiled_status=c["status"])
-    else:
-        results["compiled"] = "skipped: the dry run does not compile (pass --compile)"
-    results["checks"] = checks
-    for name, ok in checks.items():
-        print(f"{name}: {'IDENTICAL' if ok and 'identical' in name else ok}")
-    if not all(checks.values()):
-        raise RuntimeError(f"failed: {[name for name, ok in checks.items() if not ok]}")
-    return results
+    return _checked(checks, {
+        "eager": [a["final_weights_sha256"], b["final_weights_sha256"]], "resumed": resumed["final_weights_sha256"],
+        "test_loss": a["test_loss"], "sdpa_backend": a.get("sdpa_backend"), "precision": a["precision"],
+        "device": a["device"], "eager_tokens_per_second": a["tokens_per_second"]})
+
+
+def phase_compiled_determinism(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
+    """Same config twice, compiled: identical weights (the dry run skips it unless --compile)."""
+    if not s["compile"]:
+        print("skipped: the dry run does not compile (pass --compile)")
+        return {"skipped": "the dry run does not compile (pass --compile)"}
+    train = _train_runner(s, work)
+    c, d = train("compiled-1", True), train("compiled-2", True)
+    return _checked({"compiled_identical": c["final_weights_sha256"] == d["final_weights_sha256"]}, {
+        "compiled": [c["final_weights_sha256"], d["final_weights_sha256"]], "test_loss": c["test_loss"],
+        "status": c["status"], "compiled_tokens_per_second": c["tokens_per_second"]})
 
 
 def phase_faults(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def test_the_gpu_script_dry_runs_every_phase_on_a_cpu(tmp_path):
     assert "ALL PASSED" in proc.stdout
     assert {p.name for p in out.iterdir()} == OUT_FILES  # run folders stay in --work
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["phases"]) == ["environment", "bench", "profile", "determinism", "faults"]
+    assert list(summary["phases"]) == ["environment", "bench", "profile", "determinism", "compiled_determinism",
+                                       "faults"]
     assert {p["status"] for p in summary["phases"].values()} == {"ok"}
     env = json.loads((out / "environment.json").read_text())
     assert len(env["sdpa_probe"]) == 4 and env["versions"]["torch"] == torch.__version__
