@@ -209,7 +209,7 @@ def phase_compiled_determinism(s: dict[str, Any], out: Path, work: Path) -> dict
     c, d = train("compiled-1", True), train("compiled-2", True)
     return _checked({"compiled_identical": c["final_weights_sha256"] == d["final_weights_sha256"]}, {
         "compiled": [c["final_weights_sha256"], d["final_weights_sha256"]], "test_loss": c["test_loss"],
-        "status": c["status"], "compiled_tokens_per_second": c["tokens_per_second"]})
+        "run_status": c["status"], "compiled_tokens_per_second": c["tokens_per_second"]})
 
 
 def phase_faults(s: dict[str, Any], out: Path, work: Path) -> dict[str, Any]:
@@ -258,7 +258,7 @@ def run_phase(name: str, args: argparse.Namespace, out: Path, work: Path, timeou
     if code is None:
         entry["status"] = "timeout"
     elif code == 0 and result_path.exists():
-        entry.update(status="ok", **json.loads(result_path.read_text()))
+        entry.update({**json.loads(result_path.read_text()), "status": "ok"})
     else:
         entry["status"] = "failed"
         entry["exit_status"] = code
