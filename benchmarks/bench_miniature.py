@@ -72,8 +72,11 @@ def time_packing(steps: int, runs: int, tmp: Path) -> list[str]:
         wall = time.perf_counter() - start
         status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr[-300:]}"
         threads = max(1, (os.cpu_count() or 1) // parallel)
+        results = [json.loads(p.read_text()) for p in (tmp / f"packing-{parallel}").glob("*/result.json")]
+        done = [r for r in results if r.get("status") == "completed"]
         lines.append(f"max_parallel={parallel} ({threads} threads a run): {runs} runs x {steps} steps in {wall:6.1f} s "
-                     f"({wall / runs:5.1f} s a run), {status}")
+                     f"({wall / runs:5.1f} s a run), {len(done)} completed with {sorted({r['steps'] for r in done})} "
+                     f"steps, loop {sum(r['wall_seconds'] for r in done) / max(1, len(done)):5.1f} s a run, {status}")
     return lines
 
 
