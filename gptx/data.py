@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import mmap
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 from gptx.config import ConfigError, DataConfig, DataFormat, SplitOrder, Tokenizer
-from gptx.files import LLMC_HEADER_BYTES, LLMC_MAGIC
+from gptx.files import LLMC_HEADER_BYTES, LLMC_MAGIC, write_atomic
 from gptx.tokenizer import ASSETS, tokenizer_for
 
 BUNDLED_CORPUS = ASSETS / "tinyshakespeare.txt"
@@ -164,8 +167,69 @@ def _check_token_range(data: TokenData, vocab_size: int, probe: int = 1 << 20) -
                 )
 
 
-def data_sha256(data: TokenData) -> str:
-    """Fingerprint of every token of every split, in order (read in chunks: memmaps stay on disk)."""
+def data_sha256(data: TokenData, rehash: bool = False) -> str:
+    """Fingerprint of every token of every split, in order (read in chunks: memmaps stay on disk).
+
+    Token files are hashed once and the digest cached under a manifest of their paths, sizes and
+    modification times (`data_cache_dir()`): a run starting or resuming on an unchanged corpus (20 GB for
+    FineWeb-10B) reads none of it again. Any change of size or mtime hashes anew. `rehash=True`, or
+    GPTX_DATA_REHASH=1 in the environment, re-verifies every token and refreshes the cache.
+    """
+    manifest = _token_file_manifest(data)
+    if manifest is None:  # tokenized text, in memory: cheap to hash
+        return _hash_tokens(data)
+    text = json.dumps(manifest, sort_keys=True)
+    cache = data_cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+    if not (rehash or os.environ.get(REHASH_ENV) == "1"):
+        try:
+            cached = json.loads(cache.read_text())
+            if cached["manifest"] == manifest:
+                return str(cached["data_sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    digest = _hash_tokens(data)
+    try:
+        write_atomic(cache, (json.dumps({"manifest": manifest, "data_sha256": digest}, indent=1) + "\n").encode())
+    except OSError:  # a read-only cache costs the next start a re-hash, nothing more
+        pass
+    return digest
+
+
+REHASH_ENV = "GPTX_DATA_REHASH"
+
+
+def data_cache_dir() -> Path:
+    """Where corpus digests are cached: $GPTX_CACHE_DIR, else $XDG_CACHE_HOME/gptx or ~/.cache/gptx."""
+    if os.environ.get("GPTX_CACHE_DIR"):
+        return Path(os.environ["GPTX_CACHE_DIR"]) / "data_sha256"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "gptx" / "data_sha256"
+
+
+def _token_file_manifest(data: TokenData) -> list[dict[str, object]] | None:
+    """Each shard's file, offset, length, size and mtime; None unless every shard is a memory-mapped file."""
+    manifest: list[dict[str, object]] = [{"format": 1}]
+    for name in ("train", "val", "test"):
+        for shard in getattr(data, name).shards:
+            if not isinstance(shard, np.memmap) or not shard.filename:
+                return None
+            stat = os.stat(shard.filename)
+            base = shard.base
+            while base is not None and not isinstance(base, mmap.mmap):
+                base = getattr(base, "base", None)
+            start = (shard.ctypes.data - _address(base)) if isinstance(base, mmap.mmap) else None
+            manifest.append({"split": name, "file": str(Path(shard.filename).resolve()), "offset": int(shard.offset),
+                             "start": start, "tokens": len(shard), "dtype": str(shard.dtype), "size": stat.st_size,
+                             "mtime_ns": stat.st_mtime_ns})
+    return manifest
+
+
+def _address(buffer: mmap.mmap) -> int:
+    """The address of a mapped file's first byte."""
+    return np.frombuffer(buffer, dtype=np.uint8, count=1).ctypes.data
+
+
+def _hash_tokens(data: TokenData) -> str:
     h = hashlib.sha256()
     for name in ("train", "val", "test"):
         for shard in getattr(data, name).shards:

@@ -68,9 +68,20 @@ def init_world(use_cuda: bool) -> World:
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         if use_cuda:
-            torch.cuda.set_device(world.local_rank)
+            torch.cuda.set_device(local_device_index(world.local_rank, torch.cuda.device_count()))
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
     return world
+
+
+def local_device_index(local_rank: int, visible: int) -> int:
+    """The GPU of this process among the `visible` ones: its local rank where each process sees every GPU of
+    the node (torchrun, or SLURM without binding), the only one where SLURM binds one GPU per task."""
+    if visible == 1:
+        return 0
+    if 0 <= local_rank < visible:
+        return local_rank
+    raise RuntimeError(f"local rank {local_rank} but {visible} GPUs visible to this process: start one process per "
+                       "GPU (torchrun --nproc-per-node, or SLURM tasks per node = GPUs per node)")
 
 
 def _export_slurm_environment() -> None:

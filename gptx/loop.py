@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gptx import checkpoint as ckpt
 from gptx import components
+from gptx.attention_backend import pin_attention_backends
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
 from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
@@ -97,6 +98,7 @@ def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must split into {world.size} processes "
                           f"x whole micro-batches of train.micro_batch_size={micro_batch}")
     configure_determinism(cfg.train.deterministic)
+    pin_attention_backends(cfg.model.dropout)
     device = resolve_device(cfg.train.device)
     # float32 weights, gradients and two AdamW moments: 16 bytes a parameter before any activation
     check_fits(cfg.model, device_memory(device), 16, "its weights, gradients and AdamW moments")
@@ -149,7 +151,8 @@ def check_resumable(tr: Training, checkpoint: ckpt.Checkpoint) -> None:
                                              and int(key.split(".")[1]) < n_params):
             raise ValueError(f"{key} names no parameter of this run's optimizer")
     prefix = f"rng.rank{tr.world.rank}."
-    missing = [key for key in required_rng_keys() if prefix + key not in tensors]
+    saved = {key[len(prefix):]: None for key in tensors if key.startswith(prefix)}
+    missing = [key for key in required_rng_keys(saved, tr.device) if prefix + key not in tensors]
     if missing:
         raise ValueError(f"checkpoint RNG state lacks {missing}: cannot resume bit-exactly")
 
@@ -163,7 +166,7 @@ def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:
                                    f"this run has {tr.world.size}: bit-exact resume needs the same number")
     rng = ckpt.restore(resume, tr.model, tr.optimizer)
     prefix = f"rank{tr.world.rank}."
-    restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)})
+    restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}, tr.device)
     if resume.state.scaler:
         tr.scaler.load_state_dict(resume.state.scaler)
     s = resume.state
@@ -339,7 +342,7 @@ def training_peak_flops(tr: Training) -> float | None:
 
 def save_checkpoint(tr: Training, position: LoopPosition) -> None:
     """Checkpoint the run at a step boundary, with every rank's RNG streams, written by rank 0."""
-    rng_by_rank = gather_objects(tr.world, capture_rng_state())
+    rng_by_rank = gather_objects(tr.world, capture_rng_state(tr.device))
     if tr.world.is_main:
         rng = {f"rank{r}.{k}": v for r, states in enumerate(rng_by_rank) for k, v in states.items()}
         state = ckpt.TrainingState(position.step, position.wall_seconds, config_sha256(to_plain_dict(tr.cfg)),

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from gptx import checkpoint as ckpt
 from gptx import components, config
 from gptx.allocator import keep_freed_memory
+from gptx.attention_backend import sdpa_backend
 from gptx.config import ConfigError, GptxConfig, arm_settings, config_sha256, to_plain_dict
 from gptx.data import data_sha256
 from gptx.distributed import World, barrier, broadcast_object, init_world, is_main_process, shutdown
@@ -57,6 +58,7 @@ from gptx.loop import (
 )
 from gptx.model import count_parameters, flops_per_token
 from gptx.scoring import greedy_sample, split_losses
+from gptx.seeding import configure_determinism
 from gptx.signals import StopRequest
 from gptx.tokenizer import tokenizer_for
 from gptx.trackers import Tracker, identity, open_tracker
@@ -166,6 +168,9 @@ def train(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None = Non
 def _train_in_world(cfg: GptxConfig, run_dir: Path, before_start: BeforeStart | None, record_errors: bool,
                     intervention_settings: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     try:
+        # Before the process group: PyTorch keeps NCCL off its nondeterministic (NVLS) all-reduce only
+        # when deterministic algorithms are on before NCCL starts.
+        configure_determinism(cfg.train.deterministic)
         world = init_world(resolve_device(cfg.train.device).type == "cuda")
     except Exception as err:
         if record_errors or not isinstance(err, USER_ERRORS):
@@ -243,7 +248,8 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
     result = {**base, **environment(tr.device), "precision": tr.precision.label, "warnings": warnings,
               "data_sha256": data_sha256(tr.data) if world.is_main else None,
               "n_params": count_parameters(tr.model), "init_weights_sha256": tr.init_weights_sha256,
-              "planned_steps": tr.n_steps, "numerics_version": ckpt.NUMERICS_VERSION, "allocator": allocator}
+              "planned_steps": tr.n_steps, "numerics_version": ckpt.NUMERICS_VERSION, "allocator": allocator,
+              "sdpa_backend": run_sdpa_backend(tr)}
     who = identity(run_dir, base, in_sweep=(run_dir.parent / LOCK_FILE).exists())
     tracker = open_tracker(cfg.logger, run_dir, who, plain, position.step if resume else None) \
         if world.is_main else None
@@ -294,6 +300,13 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
             ckpt.remove_checkpoints(run_dir)
         barrier(world)
     return result
+
+
+def run_sdpa_backend(tr: Training) -> str:
+    """The attention kernel the dispatcher picks for this run's training step (see gptx.attention_backend)."""
+    m = tr.cfg.model
+    dtype = tr.precision.autocast_dtype or torch.float32
+    return sdpa_backend(tr.device, dtype, m.n_heads, m.d_model // m.n_heads, tr.seq_len, m.dropout)
 
 
 def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:

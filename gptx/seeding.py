@@ -16,6 +16,8 @@ import torch
 
 # Must be in the environment before CUDA creates its first cuBLAS handle.
 CUBLAS_WORKSPACE = ":4096:8"
+# The RNG state of the GPU a run uses (one per rank under DDP).
+CUDA_KEY = "torch.cuda"
 
 
 def seed_everything(seed: int) -> None:
@@ -36,8 +38,9 @@ def configure_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
-def capture_rng_state() -> dict[str, torch.Tensor]:
-    """Every RNG's state as tensors: python, numpy, torch CPU and each CUDA device."""
+def capture_rng_state(device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Every RNG the run uses, as tensors: python, numpy, torch CPU and, on CUDA, the run's own GPU
+    (`torch.cuda`): not every visible GPU, so a run can resume where another number of GPUs is visible."""
     version, py_state, gauss = random.getstate()
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     if np_kind != "MT19937":
@@ -51,24 +54,38 @@ def capture_rng_state() -> dict[str, torch.Tensor]:
         "numpy.gauss": torch.tensor([np_gauss], dtype=torch.float64),
         "torch.cpu": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        for device, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
-            state[f"torch.cuda.{device}"] = cuda_state
+    if device is not None and device.type == "cuda":
+        state[CUDA_KEY] = torch.cuda.get_rng_state(device)
     return state
 
 
-def required_rng_keys() -> list[str]:
-    """The RNG states restore_rng_state needs on this machine (capture_rng_state's names)."""
-    required = ["python.version", "python.state", "python.gauss", "numpy.keys", "numpy.pos_has_gauss",
-                "numpy.gauss", "torch.cpu"]
-    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return required + [f"torch.cuda.{d}" for d in range(n_cuda)]
+BASE_RNG_KEYS = ("python.version", "python.state", "python.gauss", "numpy.keys", "numpy.pos_has_gauss",
+                 "numpy.gauss", "torch.cpu")
 
 
-def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
-    """Restore what capture_rng_state saved; a missing entry is an error, never a silent reseed."""
-    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    missing = [key for key in required_rng_keys() if key not in state]
+def required_rng_keys(state: dict | None = None, device: torch.device | None = None) -> list[str]:
+    """The RNG states restore_rng_state needs for a run on `device` (capture_rng_state's names); with a
+    checkpoint's `state`, an older gptx's per-GPU name (`torch.cuda.N`) stands for the run's own."""
+    cuda = device is not None and device.type == "cuda"
+    if cuda and state is not None and CUDA_KEY not in state:
+        legacy = f"torch.cuda.{device.index if device.index is not None else torch.cuda.current_device()}"
+        if legacy in state:
+            return [*BASE_RNG_KEYS, legacy]
+    return [*BASE_RNG_KEYS] + [CUDA_KEY] * cuda
+
+
+def restore_rng_state(state: dict[str, torch.Tensor], device: torch.device | None = None) -> None:
+    """Restore what capture_rng_state saved for `device`; a missing entry is an error, never a silent reseed.
+
+    A checkpoint of an older gptx holds every visible GPU's state (`torch.cuda.N`): the run's own is used.
+    """
+    state = dict(state)
+    cuda = device is not None and device.type == "cuda"
+    if cuda and CUDA_KEY not in state:
+        legacy = f"torch.cuda.{device.index if device.index is not None else torch.cuda.current_device()}"
+        if legacy in state:
+            state[CUDA_KEY] = state[legacy]
+    missing = [key for key in required_rng_keys(device=device) if key not in state]
     if missing:
         raise RuntimeError(f"checkpoint RNG state lacks {missing}: cannot resume bit-exactly")
     gauss = float(state["python.gauss"][0])
@@ -83,5 +100,5 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
         float(state["numpy.gauss"][0]),
     ))
     torch.set_rng_state(state["torch.cpu"])
-    for device in range(n_cuda):
-        torch.cuda.set_rng_state(state[f"torch.cuda.{device}"], device)
+    if cuda:
+        torch.cuda.set_rng_state(state[CUDA_KEY], device)

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ TINY = [
 torch.set_num_threads(1)
 # The suite never reads the developer's own ~/.config/gptx (tests that want a local config set their own).
 os.environ["GPTX_CONFIG_DIR"] = str(REPO / "tests" / "no-local-config")
+# Corpus digests (gptx.data.data_sha256) are cached in a folder of the suite's own, not ~/.cache.
+os.environ["GPTX_CACHE_DIR"] = tempfile.mkdtemp(prefix="gptx-test-cache-")
 register_schema()
 register_resolvers()
 

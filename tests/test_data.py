@@ -94,3 +94,64 @@ def test_a_binary_file_as_text_data_is_one_line(tmp_path, content, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_data(DataConfig(path=str(path)), 32, 50257)
     assert "\n" not in str(caught.value) and "data.format=tokens" in str(caught.value)
+
+
+def _token_dir(tmp_path, write=True):
+    if write:
+        np.arange(4000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+        np.arange(2000, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    return load_data(DataConfig(name="t", format=DataFormat.tokens, path=str(tmp_path)), 16, 50257)
+
+
+def test_the_corpus_hash_is_cached_by_size_and_mtime_and_reverified_on_demand(tmp_path, monkeypatch):
+    import os
+
+    import gptx.data
+    from gptx.data import _hash_tokens, data_sha256
+
+    monkeypatch.setenv("GPTX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPTX_DATA_REHASH", raising=False)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    data = _token_dir(corpus)
+    load = lambda: _token_dir(corpus, write=False)  # noqa: E731
+    first = data_sha256(data)
+    assert first == _hash_tokens(data)  # the same fingerprint as before the cache
+    assert len(list((tmp_path / "cache" / "data_sha256").glob("*.json"))) == 1
+
+    def no_reading(data):
+        raise AssertionError("the corpus was read again")
+
+    monkeypatch.setattr(gptx.data, "_hash_tokens", no_reading)
+    assert data_sha256(load()) == first  # a restart reads no token
+    monkeypatch.undo()
+    monkeypatch.setenv("GPTX_CACHE_DIR", str(tmp_path / "cache"))
+
+    # Same size, same mtime, other tokens: only a re-verification sees it.
+    stat = os.stat(corpus / "val.bin")
+    np.arange(2000, 4000, dtype=np.uint16).tofile(corpus / "val.bin")
+    os.utime(corpus / "val.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = load()
+    assert data_sha256(changed) == first
+    assert data_sha256(changed, rehash=True) == _hash_tokens(changed) != first
+    assert data_sha256(changed) == _hash_tokens(changed)  # the re-verification refreshed the cache
+    monkeypatch.setenv("GPTX_DATA_REHASH", "1")
+    assert data_sha256(changed) == _hash_tokens(changed)
+
+    # A new mtime alone hashes anew.
+    monkeypatch.delenv("GPTX_DATA_REHASH")
+    np.arange(4000, dtype=np.uint16).tofile(corpus / "train.bin")
+    os.utime(corpus / "train.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert data_sha256(load()) == _hash_tokens(load())
+    assert len(list((tmp_path / "cache" / "data_sha256").glob("*.json"))) == 2
+
+
+def test_the_val_and_test_halves_of_one_file_are_told_apart_and_text_is_not_cached(tmp_path, monkeypatch):
+    from gptx.data import _token_file_manifest
+
+    monkeypatch.setenv("GPTX_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = _token_file_manifest(_token_dir(tmp_path))
+    val, test = manifest[2], manifest[3]
+    assert (val["split"], test["split"]) == ("val", "test") and val["file"] == test["file"]
+    assert (val["start"], test["start"]) == (0, 2000) and val["tokens"] == test["tokens"] == 1000
+    assert _token_file_manifest(load_data(DataConfig(), 16, 50257)) is None

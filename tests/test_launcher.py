@@ -130,6 +130,9 @@ def test_cpu_only_runs_max_parallel_jobs_with_gpus_hidden(tmp_path):
     assert max_overlap([(r["start"], r["end"]) for r in runs]) == 2
     assert {r["omp_num_threads"] for r in runs} == {os.environ.get("OMP_NUM_THREADS") or
                                                      str(max(1, (os.cpu_count() or 1) // 2))}
+    # Inductor's compile workers: the job's share of the CPUs, not one per CPU in every job.
+    assert {r["inductor_compile_threads"] for r in runs} == {os.environ.get("TORCHINDUCTOR_COMPILE_THREADS") or
+                                                              str(max(1, (os.cpu_count() or 1) // 2))}
 
 
 @pytest.mark.slow
@@ -250,3 +253,65 @@ def test_real_sweep_runs_side_by_side_and_a_relaunch_skips_it_untouched(tmp_path
     assert {r.name: _tree_digest(r) for r in runs} == before  # byte for byte, mtimes included
     with (sweep / "runs.csv").open() as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["completed", "completed"]
+
+
+# A stand-in for torchrun: its worker runs in a session of its own; on SIGTERM it would SIGKILL the worker
+# after 0.5 s (torchrun's own grace is 30 s), else it waits for the worker and exits with it.
+_TORCHRUN = """
+import signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], start_new_session=True)
+def term(*_):
+    time.sleep(0.5)
+    worker.kill()
+    sys.exit(1)
+signal.signal(signal.SIGTERM, term)
+sys.exit(worker.wait())
+"""
+# The worker: on SIGTERM it "checkpoints" for 2 s, writes a marker and exits (or ignores SIGTERM).
+_WORKER = """
+import signal, sys, time
+from pathlib import Path
+def term(*_):
+    time.sleep(2)
+    Path(sys.argv[1]).write_text("checkpointed")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term if not sys.argv[1].endswith("ignore") else signal.SIG_IGN)
+Path(sys.argv[1] + ".started").write_text("")
+time.sleep(120)
+"""
+
+
+def _multi_gpu_job(tmp_path: Path, marker: Path):
+    from hydra_plugins.gptx_launchers.jobs import Job
+
+    job = Job(0, [], None, tmp_path)  # type: ignore[arg-type]
+    job.proc = subprocess.Popen([sys.executable, "-c", _TORCHRUN, _WORKER, str(marker)], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not Path(f"{marker}.started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return job
+
+
+def test_stopping_a_multi_gpu_job_gives_its_workers_the_whole_grace(tmp_path):
+    from hydra_plugins.gptx_launchers.local_gpus import _stop_jobs, descendants
+
+    marker = tmp_path / "worker"
+    job = _multi_gpu_job(tmp_path, marker)
+    workers = descendants(job.proc.pid)
+    assert len(workers) == 1
+    _stop_jobs([job], grace_s=20)
+    assert marker.read_text() == "checkpointed"  # not killed by the stand-in's 0.5 s
+    _assert_gone(workers)
+
+
+def test_a_worker_that_outlives_the_grace_is_killed_not_orphaned(tmp_path):
+    from hydra_plugins.gptx_launchers.local_gpus import _stop_jobs, descendants
+
+    marker = tmp_path / "worker.ignore"
+    job = _multi_gpu_job(tmp_path, marker)
+    workers = descendants(job.proc.pid)
+    start = time.monotonic()
+    _stop_jobs([job], grace_s=1.5)
+    assert time.monotonic() - start < 10
+    _assert_gone(workers)
+    assert job.proc.poll() is not None

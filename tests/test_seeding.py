@@ -40,3 +40,31 @@ def test_missing_entry_raises():
     del state["numpy.keys"]
     with pytest.raises(RuntimeError, match="numpy.keys"):
         restore_rng_state(state)
+
+
+def test_a_cpu_run_holds_no_gpu_state_and_ignores_the_gpus_of_an_older_checkpoint():
+    state = capture_rng_state(torch.device("cpu"))
+    assert not any(key.startswith("torch.cuda") for key in state)
+    legacy = {**state, **{f"torch.cuda.{d}": torch.zeros(16, dtype=torch.uint8) for d in range(8)}}
+    restore_rng_state(legacy, torch.device("cpu"))  # eight GPUs visible then, none now: resumes
+    assert torch.equal(torch.get_rng_state(), state["torch.cpu"])
+
+
+def test_a_cuda_run_needs_its_own_gpus_state():
+    state = capture_rng_state(torch.device("cpu"))
+    with pytest.raises(RuntimeError, match=r"lacks \['torch.cuda'\]"):
+        restore_rng_state(state, torch.device("cuda", 0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_run_gpus_state_round_trips_and_an_older_checkpoints_key_is_read():
+    cuda = torch.device("cuda", 0)
+    seed_everything(3)
+    state = capture_rng_state(cuda)
+    assert "torch.cuda" in state and "torch.cuda.0" not in state
+    expected = torch.rand(4, device=cuda)
+    restore_rng_state(state, cuda)
+    assert torch.equal(torch.rand(4, device=cuda), expected)
+    legacy = {k: v for k, v in state.items() if k != "torch.cuda"} | {"torch.cuda.0": state["torch.cuda"]}
+    restore_rng_state(legacy, cuda)
+    assert torch.equal(torch.rand(4, device=cuda), expected)

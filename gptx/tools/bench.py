@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gptx import allocator
+from gptx.attention_backend import pin_attention_backends
 from gptx.config import CONF_DIR, ConfigError, DataConfig, DataFormat, DeviceKind, ModelConfig, TrainConfig
 from gptx.data import TrainOrder, load_data
 from gptx.files import RESULT_FILE
@@ -57,6 +58,10 @@ class Variant:
     seconds: list[float] = field(default_factory=list)
     note: str = ""
     first_step_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    """CUDA: the most memory allocated during one of its steps (every variant's weights resident)."""
+    step_memory_bytes: int | None = None
+    """CUDA: the most a step allocated on top of what was allocated before it (activations, logits, grads)."""
 
 
 def model_config(name: str) -> ModelConfig:
@@ -76,6 +81,7 @@ def make_step(cfg: ModelConfig, device: torch.device, train_cfg: TrainConfig, ba
     model.train()
     optimizer = configure_optimizer(model, train_cfg.lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.weight_decay,
                                     fused=not variant.foreach_adamw)
+    pin_attention_backends(cfg.dropout)
     forward = torch.compile(model) if variant.compiled else model
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), generator=torch.Generator().manual_seed(0))
     x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
@@ -97,7 +103,7 @@ def time_variants(variants: list[Variant], steps: int, warmup: int, device: torc
         configure_determinism(variant.deterministic)
         for i in range(warmup):
             try:
-                seconds = _timed(variant.step, device)
+                seconds = _timed(variant, device)
             except Exception as err:  # a compile failure must not hide the other variants' figures
                 variant.note = f"skipped: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
                 variant.step = None
@@ -108,16 +114,22 @@ def time_variants(variants: list[Variant], steps: int, warmup: int, device: torc
         for variant in variants:
             if variant.step is not None:
                 configure_determinism(variant.deterministic)
-                variant.seconds.append(_timed(variant.step, device))
+                variant.seconds.append(_timed(variant, device))
 
 
-def _timed(step: Callable[[], float], device: torch.device) -> float:
+def _timed(variant: Variant, device: torch.device) -> float:
+    """One step's seconds; on CUDA also the variant's peak memory so far."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
     start = time.perf_counter()
-    step()
+    variant.step()  # type: ignore[misc]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        variant.peak_memory_bytes = max(variant.peak_memory_bytes or 0, peak)
+        variant.step_memory_bytes = max(variant.step_memory_bytes or 0, peak - before)
     return time.perf_counter() - start
 
 
@@ -151,7 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         Variant("eager/foreach-adamw", False, False, foreach_adamw=True),
         Variant("eager/as-before", False, False, full_logits=True, foreach_adamw=True)]
     if args.compile and not args.dataloader_only:
-        variants += [Variant("compiled", True, False), Variant("compiled+deterministic", True, True)]
+        variants += [Variant("compiled", True, False), Variant("compiled+deterministic", True, True),
+                     Variant("compiled/full-logits-loss", True, False, full_logits=True)]
     if args.variants:
         known = {v.name for v in variants}
         if set(args.variants) - known:
@@ -172,7 +185,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tps = tokens_per_step / median if median else None
         rows.append({"variant": v.name, "step_seconds": median, "tokens_per_second": tps,
                      "mfu": mfu(tps, per_token, peak) if tps else None, "steps": len(v.seconds),
-                     "first_step_seconds": v.first_step_seconds, "note": v.note})
+                     "first_step_seconds": v.first_step_seconds,
+                     "compile_seconds": v.first_step_seconds - median if v.compiled and median and
+                     v.first_step_seconds else None,
+                     "peak_memory_bytes": v.peak_memory_bytes, "step_memory_bytes": v.step_memory_bytes,
+                     "note": v.note})
     if not args.compile and not args.dataloader_only and not args.variants:
         rows.append({"variant": "compiled", "step_seconds": None, "tokens_per_second": None, "mfu": None,
                      "steps": 0, "first_step_seconds": None, "note": "skipped: pass --compile"})

@@ -207,7 +207,9 @@ class LocalGpusLauncher(Launcher):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(job.slot or ())
         env["GPTX_LAUNCHER_SLOT"] = ",".join(job.slot or ()) or "cpu"
         env["PYTHONUNBUFFERED"] = "1"
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        # Inductor's compile workers default to one per CPU in every job: jobs starting together would
+        # each start that many. The job's share of the CPUs instead.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS"):
             env.setdefault(var, str(threads))
         job.env = {k: env[k] for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")}
         job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,9 +299,20 @@ def _collect(job: Job, state_dir: Path) -> None:
 
 
 def _stop_jobs(running: list[Job], grace_s: float) -> None:
-    """SIGTERM every job (gptx checkpoints at the next step boundary), SIGKILL whatever outlives grace_s."""
+    """SIGTERM every job (gptx checkpoints at the next step boundary), SIGKILL whatever outlives grace_s.
+
+    A multi-GPU job is torchrun and its workers, which torchrun starts in sessions of their own, out of
+    reach of the job's group: signalled through torchrun they would get its own 30 s before its SIGKILL,
+    and a SIGKILL of the job's group would orphan them. So such workers get the SIGTERM directly and the
+    whole grace (torchrun ends when they do), and each is SIGKILLed if it outlives it.
+    """
+    escaped = {job.idx: _outside_group(job.proc.pid) for job in running if job.proc is not None}
     for job in running:
-        _signal_group(job, signal.SIGTERM)
+        if escaped.get(job.idx):
+            for pid in escaped[job.idx]:
+                _signal_pid(pid, signal.SIGTERM)
+        else:
+            _signal_group(job, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     for job in running:
         assert job.proc is not None
@@ -308,6 +321,58 @@ def _stop_jobs(running: list[Job], grace_s: float) -> None:
         except subprocess.TimeoutExpired:
             _signal_group(job, signal.SIGKILL)
             job.proc.wait()
+    for pids in escaped.values():
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            _signal_pid(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux; none elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _outside_group(pid: int) -> list[int]:
+    """The processes below `pid` that left its process group (torchrun's workers)."""
+    outside = []
+    for child in descendants(pid):
+        try:
+            if os.getpgid(child) != pid:
+                outside.append(child)
+        except ProcessLookupError:
+            continue
+    return outside
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie waiting for its reaper has ended too
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _signal_pid(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(job: Job, sig: signal.Signals) -> None:

@@ -42,8 +42,9 @@ PRECISIONS = [
 ]
 
 
-def expected_rng_keys() -> set[str]:
-    cuda = [f"torch.cuda.{d}" for d in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+def expected_rng_keys(precision: tuple[str, ...] = ()) -> set[str]:
+    """The run's own GPU only (not every visible one), and none for a CPU run."""
+    cuda = ["torch.cuda"] if "train.device=cuda" in precision else []
     return {f"rank0.{k}" for k in RNG_KEYS + cuda}
 
 
@@ -73,10 +74,11 @@ def test_scenario_12_a_checkpoint_holds_every_rng_stream_the_data_position_and_t
     cfg = typed_config(*RUN, *precision)
     newest = stop_before_step_4(cfg, tmp_path, monkeypatch)
     forbid_pickle(monkeypatch)
-    assert expected_rng_keys() == {f"rank0.{k}" for k in capture_rng_state()}  # the list above is complete
+    device = torch.device("cuda" if "train.device=cuda" in precision else "cpu")
+    assert expected_rng_keys(precision) == {f"rank0.{k}" for k in capture_rng_state(device)}  # the list is complete
     with safe_open(str(newest / "state.safetensors"), framework="pt") as f:
         rng_keys = {key.removeprefix("rng.") for key in f.keys() if key.startswith("rng.")}
-    assert rng_keys == expected_rng_keys()
+    assert rng_keys == expected_rng_keys(precision)
     meta = json.loads((newest / "meta.json").read_text())
     # The data position is the step: each step's batch is a pure function of (data_seed, step).
     assert (meta["step"], meta["world_size"]) == (3, 1)
@@ -99,8 +101,8 @@ def test_scenario_12_a_missing_rng_entry_makes_the_resume_raise(tmp_path, monkey
             resume_from(run, checkpoint)  # ckpt.restore, then seeding.restore_rng_state
 
     # The same from disk: checkpoints saved without the torch CPU stream (by a gptx that forgot it).
-    def capture_all_but_torch_cpu():
-        return {k: v for k, v in capture_rng_state().items() if k != "torch.cpu"}
+    def capture_all_but_torch_cpu(device=None):
+        return {k: v for k, v in capture_rng_state(device).items() if k != "torch.cpu"}
 
     monkeypatch.setattr(gptx.loop, "capture_rng_state", capture_all_but_torch_cpu)
     stop_before_step_4(cfg, tmp_path / "forgetful", monkeypatch)

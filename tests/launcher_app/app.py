@@ -52,6 +52,7 @@ def main(cfg: DictConfig) -> dict:
               "start": time.time(),
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "inductor_compile_threads": os.environ.get("TORCHINDUCTOR_COMPILE_THREADS"),
               "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     write_result(run_dir, result)
     print(f"job {cfg.init_seed} running on CUDA_VISIBLE_DEVICES={result['cuda_visible_devices']!r}")
