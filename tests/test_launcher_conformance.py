@@ -13,6 +13,15 @@ from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, Inte
 
 from gptx.config import CONF_DIR
 
+
+@pytest.fixture(autouse=True)
+def hydras_default_version_base(hydra_restore_singletons):
+    """Hydra's suites expect its default version base (jobs change directory): other tests of this suite
+    compose with version_base="1.3", which would otherwise stay set in this process."""
+    from hydra.version import _UNSPECIFIED_, VersionBase
+
+    VersionBase.instance().version_base = _UNSPECIFIED_
+
 # Hydra's test apps have their own primary config: gptx's config folder joins the search path for the
 # launcher presets it holds.
 SEARCH = f"hydra.searchpath=[file://{CONF_DIR}]"
