@@ -107,6 +107,10 @@ def test_each_job_gets_its_own_gpu_and_at_most_one_job_per_gpu(tmp_path):
     table = proc.stdout
     assert "run" in table and "test_loss" in table and "console.log" in table
     assert "local_gpus: 5 jobs: 5 completed" in table
+    # a line as each job ends, counted up to the whole sweep
+    done = [line for line in table.splitlines() if line.startswith("local_gpus: ") and " done: " in line]
+    assert [line.split()[1] for line in done] == [f"{k}/5" for k in range(1, 6)]
+    assert all(" completed" in line for line in done)
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from .jobs import Job, check_distinct_run_dirs, format_job_table, job_return, plan_job
+from .jobs import Job, announce_done, check_distinct_run_dirs, format_job_table, job_return, plan_job
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ class LocalGpusLauncher(Launcher):
                     running.remove(job)
                     free.append(job.slot)  # type: ignore[arg-type]
                     _collect(job, state_dir)
+                    to_run = [j for j in jobs if not j.skipped]
+                    announce_done(job, sum(j.job_return is not None for j in to_run), len(to_run), "local_gpus")
         except (KeyboardInterrupt, _Stop):
             log.warning("Stopping %d running job(s): SIGTERM, then SIGKILL after %.0f s",
                         len(running), self.conf.stop_grace_s)

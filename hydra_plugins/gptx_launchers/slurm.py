@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from .jobs import Job, check_distinct_run_dirs, format_job_table, job_return, plan_job
+from .jobs import Job, announce_done, check_distinct_run_dirs, format_job_table, job_return, plan_job
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def wait_for_jobs(jobs: list[Job], submitted: list[Any]) -> None:
                                      f"see {sub.paths.stderr}\n{(sub.stderr() or '')[-2000:]}")
                 job.job_return = job_return(job, JobStatus.FAILED, error)
             del waiting[idx]
+            announce_done(job, len(jobs) - len(waiting), len(jobs), "slurm")
         if waiting:
             time.sleep(POLL_S)
 
