@@ -39,6 +39,14 @@ RUN_LOCK_FILE = ".gptx.lock"  # flocked by the process working in the run folder
 # Where sweeps go, relative to the working directory (single runs: outputs/; both set in gptx/conf/config.yaml).
 SWEEP_ROOT = "multirun_outputs"  # multirun_outputs/NAME or multirun_outputs/YYYY-MM-DD/HH-MM-SS
 
+def sweep_label(sweep_dir: Path) -> str:
+    """A sweep's name as `sweep=` takes it: NAME, or DATE/TIME for a sweep named by the clock."""
+    sweep_dir = Path(sweep_dir)
+    parent = sweep_dir.parent.name
+    dated = len(parent) == 10 and parent[4] == "-" and parent[7] == "-" and parent.replace("-", "").isdigit()
+    return f"{parent}/{sweep_dir.name}" if dated else sweep_dir.name
+
+
 # A sweep's folder.
 RUNS_CSV = "runs.csv"  # a sweep's table of runs
 LOCK_FILE = ".sweep.lock"  # held by the launch that owns the sweep

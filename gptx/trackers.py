@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gptx.config import ConfigError, LoggerConfig, LoggerKind, flatten
+from gptx.files import sweep_label
 
 log = logging.getLogger("gptx.trackers")
 
@@ -75,13 +76,6 @@ class RunIdentity:
     tags: list[str] = field(default_factory=list)
 
 
-def sweep_name(sweep_dir: Path) -> str:
-    """A sweep's name as gptx files it: NAME, or DATE/TIME for a sweep named by the clock."""
-    parent = sweep_dir.parent.name
-    return f"{parent}/{sweep_dir.name}" if len(parent) == 10 and parent[4] == "-" and parent[7] == "-" \
-        else sweep_dir.name
-
-
 def identity(run_dir: Path, result: dict[str, Any], in_sweep: bool) -> RunIdentity:
     """A run's tracker identity from its folder and result fields; stable across resumes and requeues."""
     run_dir = Path(run_dir)
@@ -89,7 +83,7 @@ def identity(run_dir: Path, result: dict[str, Any], in_sweep: bool) -> RunIdenti
     tags = [f"arm={result.get('arm')}"] + [f"{k}={result.get(k)}" for k in ("init_seed", "train_seed", "data_seed")
                                             if result.get(k) is not None]
     sweep_dir = run_dir.parent if in_sweep else None
-    return RunIdentity(run_dir.name, run_id, sweep_name(sweep_dir) if sweep_dir else None, sweep_dir,
+    return RunIdentity(run_dir.name, run_id, sweep_label(sweep_dir) if sweep_dir else None, sweep_dir,
                        [t[:64] for t in tags])
 
 
@@ -202,7 +196,7 @@ def mlflow_store(cfg: LoggerConfig, run_dir: Path, sweep_dir: Path | None) -> tu
     its experiment, unless logger.project names one), else one in the run's folder."""
     store = cfg.dir or str((sweep_dir or run_dir) / "mlflow.db")
     uri = store if "://" in store else f"sqlite:///{os.path.abspath(store)}"
-    experiment = sweep_name(sweep_dir) if sweep_dir is not None and cfg.project == DEFAULT_PROJECT else cfg.project
+    experiment = sweep_label(sweep_dir) if sweep_dir is not None and cfg.project == DEFAULT_PROJECT else cfg.project
     return uri, experiment
 
 
@@ -322,7 +316,7 @@ def _report_tensorboard(cfg: LoggerConfig, sweep_dir: Path, rows: list, files: l
 def _report_wandb(cfg: LoggerConfig, sweep_dir: Path, rows: list, files: list[Path]) -> None:
     import wandb
 
-    sweep = sweep_name(sweep_dir)
+    sweep = sweep_label(sweep_dir)
     folder = Path(cfg.dir) if cfg.dir else sweep_dir
     run = wandb.init(project=cfg.project, dir=str(folder), mode=cfg.mode, name="noise-report", group=sweep,
                      job_type="report", id=hashlib.sha256(f"{sweep_dir.resolve()}|report".encode()).hexdigest()[:16],
@@ -342,7 +336,7 @@ def _report_mlflow(cfg: LoggerConfig, sweep_dir: Path, rows: list, files: list[P
     uri, name = mlflow_store(cfg, sweep_dir, sweep_dir)
     client = MlflowClient(tracking_uri=uri)
     run_id = client.create_run(_mlflow_experiment(client, name), run_name="noise-report",
-                               tags={"gptx.sweep": sweep_name(sweep_dir), "gptx.kind": "noise-report"}).info.run_id
+                               tags={"gptx.sweep": sweep_label(sweep_dir), "gptx.kind": "noise-report"}).info.run_id
     for row in rows:
         client.set_tag(run_id, f"verdict.{row[0]}"[:250], str(row[-1]))
     for path in files:

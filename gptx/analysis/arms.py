@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from gptx.files import CONFIG_FILE, STUDY_FILE
+from gptx.files import CONFIG_FILE, STUDY_FILE, sweep_label
 
 BASELINE = "baseline"
 
@@ -237,8 +237,7 @@ def next_commands(summary: dict, runs: list, sweep_dir: Path) -> dict[str, str]:
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / STUDY_FILE).is_file():
         return {}
-    parent = sweep_dir.parent.name
-    sweep = f"{parent}/{sweep_dir.name}" if len(parent) == 10 and parent[4] == "-" else sweep_dir.name
+    sweep = sweep_label(sweep_dir)
     base_runs = [r for r in runs if r.arm == summary["baseline"] and r.included]
     base_over = _overrides(base_runs[0].folder) if base_runs else None
     out = {}

@@ -152,18 +152,14 @@ def job_status(job: Job) -> str:
 def announce_done(job: Job, done: int, total: int, label: str) -> None:
     """One line as each job ends, so a long sweep is never silent: 'local_gpus: 3/9 done: RUN completed
     test_loss 3.6812 (12:04)'."""
+    from gptx.progress import clock  # the training log's h:mm:ss
+
     result = _read_json(job.run_dir / RESULT_FILE) or {}
     loss = result.get("test_loss")
     wall = job.wall_s if job.wall_s is not None else result.get("wall_seconds")
     print(f"{label}: {done}/{total} done: {job.run_dir.name} {job_status(job)}"
           + (f" test_loss {loss:.4f}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else "")
-          + (f" ({_clock(wall)})" if isinstance(wall, (int, float)) else ""), flush=True)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+          + (f" ({clock(wall)})" if isinstance(wall, (int, float)) else ""), flush=True)
 
 
 def format_job_table(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
