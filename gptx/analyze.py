@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from gptx.analysis import table as tables
-from gptx.analysis.arms import name_arms, next_commands, read_study_base
+from gptx.analysis.arms import next_commands
 from gptx.analysis.report import markdown, table
 from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
 from gptx.analysis.sequential import Plan, replay, with_sequential_verdicts
@@ -44,10 +44,10 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
         _check_baseline(runs, baseline, strict_baseline)
         summary = tables.summarize(runs, info, baseline, metric, seed, min_effect, equal_noise=equal_noise)
     else:
-        runs = load_runs(paths, metric)
+        notes: list[str] = []
+        runs = load_runs(paths, metric, notes=notes)
         if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
             raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
-        notes = name_arms(runs, read_study_base(paths))
         _check_baseline(runs, baseline, strict_baseline)
         summary = analyze(runs, baseline, metric, seed, min_effect, equal_noise=equal_noise)
         summary["warnings"] = notes + list(summary.get("warnings") or [])

@@ -194,11 +194,13 @@ def _incomplete_why(r: Run) -> str:
     return f"result.json status {r.status!r}"
 
 
-def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True) -> list[Run]:
+def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True,
+              notes: list[str] | None = None) -> list[Run]:
     """Every run below `paths`: each result.json, and each run folder killed before it wrote one.
 
     Each run's arm is its configuration (gptx.analysis.arms), named against the sweep's recorded base
-    config. With require=False a path without any result.json is not an error (a sweep whose jobs all died).
+    config (what naming found worth saying goes into `notes`). With require=False a path without any
+    result.json is not an error (a sweep whose jobs all died).
     """
     paths = [Path(p) for p in paths]
     try:
@@ -210,7 +212,9 @@ def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True
     runs = [load_run(f, metric) for f in files] + [
         Run(d, {}, "?", "running", reason="incomplete: no result.json (killed before writing one)")
         for d in find_unfinished(paths)]
-    name_arms(runs, read_study_base(paths))
+    found = name_arms(runs, read_study_base(paths))
+    if notes is not None:
+        notes += found
     return runs
 
 
