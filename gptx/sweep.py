@@ -269,7 +269,8 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
                      "this launch's would be mixed in one report: pick another sweep=NAME, or sweep the key "
                      "with both values to compare them as arms")
     missing = missing_baseline(base, interventions, swept)
-    has_baseline = any(r.arm == "baseline" and r.included for r in runs)
+    # a baseline still running in another launch counts: it will be there for the report
+    has_baseline = any(r.arm == "baseline" and (r.included or r.status == "running") for r in runs)
     basic = str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper")
     if missing and not has_baseline and basic:  # other sweepers plan their own arms (adaptive checks its baseline)
         print(f"gptx: warning: no run of this sweep is the baseline (the base config at {', '.join(missing)}), "

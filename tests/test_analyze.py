@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from gptx import analyze
 from gptx.analysis import runs, stats
@@ -261,7 +262,11 @@ def test_interactions_in_the_same_model_and_holm(tmp_path):
                 for s in range(1, 6)]
     assert i["estimate"] == pytest.approx(sum(per_seed) / 5, abs=1e-9)
     assert i["p_holm"] == pytest.approx(i["p"])  # one stack: Holm changes nothing
+    assert i["method"] == "paired" and i["df"] == 4  # its own per-seed values, n − 1 df
+    assert i["p"] == pytest.approx(sps.ttest_1samp(per_seed, 0.0).pvalue, rel=1e-6)
     assert "## Interactions" in (tmp_path / "out" / "report.md").read_text()
+    (pooled,) = analyze.write_report([tmp_path], tmp_path / "pooled", equal_noise=True)["interactions"]
+    assert pooled["method"] == "pooled" and pooled["estimate"] == pytest.approx(i["estimate"], abs=1e-9)
 
 
 def test_interaction_unpaired(tmp_path):

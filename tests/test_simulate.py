@@ -101,3 +101,26 @@ def test_equal_noise_power_is_what_the_pooled_method_had():
     pooled = simulate.calibrate("interventions_paired", 60, seed=5, effect=-0.01, equal_noise=True)
     own = simulate.calibrate("interventions_paired", 60, seed=5, effect=-0.01)
     assert pooled["power"] > own["power"]
+
+
+def _interaction_false_claims(sims: int, equal_noise: bool) -> float:
+    """A stack and its singles among four other arms at 4 init seeds, Δ = 0 and no interaction; the stack's
+    training noise 5 × the others'. The share of sweeps whose interaction is called (p < 0.05)."""
+    rng = np.random.default_rng(3)
+    arms = ("baseline", "a", "b", "a+b", "c", "d", "e", "f")
+    cells = [(arm, i, None) for arm in arms for i in (1, 2, 3, 4)]
+    case = simulate.Case(scale=(("a+b", 5.0),))
+    claims = 0
+    for _ in range(sims):
+        s = analyze(simulate.sweep(cells, rng, case=case), detail=False, equal_noise=equal_noise)
+        (i,) = s["interactions"]
+        claims += i["p_holm"] is not None and i["p_holm"] < 0.05
+    return claims / sims
+
+
+def test_interactions_are_judged_on_their_own_noise():
+    """Stack − Σ singles + baseline per seed, on its own df: at α where one term is noisier than the other
+    arms; the design model's contrast (every arm's noise pooled) claims interactions that are not there."""
+    sims = 300
+    assert _interaction_false_claims(sims, equal_noise=False) <= _bound(sims)
+    assert _interaction_false_claims(sims, equal_noise=True) > _bound(sims)

@@ -3,6 +3,7 @@
 import math
 import statistics
 
+import numpy as np
 import pytest
 from scipy import stats as sps
 
@@ -190,3 +191,15 @@ def test_two_sample_test_uses_welchs_se_on_hsus_conservative_df():
     assert r.df == 2 and r.se == pytest.approx(se)
     assert r.estimate == pytest.approx(statistics.mean(a) - statistics.mean(b))
     assert r.p == pytest.approx(2 * sps.t.sf(r.estimate / se, 2))
+
+
+def test_a_contrast_of_independent_groups_on_hsus_df():
+    groups = [[3.70, 3.72, 3.69], [3.66, 3.71], [3.68, 3.69, 3.73, 3.70]]
+    r = stats.groups_contrast_test(groups, [1.0, -1.0, 1.0])
+    means = [np.mean(g) for g in groups]
+    se = math.sqrt(sum(np.var(g, ddof=1) / len(g) for g in groups))
+    assert r.estimate == pytest.approx(means[0] - means[1] + means[2]) and r.se == pytest.approx(se)
+    assert r.df == 1 and r.p == pytest.approx(2 * sps.t.sf(abs(r.estimate / se), 1))
+    w = stats.welch_test(groups[0], groups[2])  # Welch's test is the two-group case
+    assert (w.estimate, w.se, w.df) == pytest.approx((means[0] - means[2], math.sqrt(
+        np.var(groups[0], ddof=1) / 3 + np.var(groups[2], ddof=1) / 4), 2))

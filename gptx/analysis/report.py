@@ -354,10 +354,14 @@ def markdown(summary: dict) -> str:
                       == fl["n_groups"] else ""))
     if summary["interactions"]:
         out += ["", "## Interactions", "", "Interaction = Δ_stack − ΣΔ_singles (0 when the effects add up), "
-                "a contrast in the same model; Holm across stacks.", ""]
-        out += _md_table(["stack", "interaction", "95% CI", "df", "p", "Holm p"],
+                "judged like an arm on its own noise (per-seed stack − Σ singles + (k − 1) · baseline; `pooled`: "
+                "the design model's contrast under --assume-equal-noise); Holm across stacks.", ""]
+        out += _md_table(["stack", "interaction", "95% CI", "df", "p", "Holm p", "method"],
                          [[f"`{i['stack']}`", _f(i["estimate"], sign=True), _ci(i["ci"], sign=True),
-                           _df(i["df"]), _p(i["p"]), _p(i["p_holm"])] for i in summary["interactions"]])
+                           _df(i["df"]), _p(i["p"]), _p(i["p_holm"]),
+                           i.get("method", "") + (f" (not testable: {i['why_not_testable']})"
+                                                  if i.get("why_not_testable") else "")]
+                          for i in summary["interactions"]])
     out += ["", "## Left out of the statistics", ""]
     out += _md_table(["run", "arm", "status", "reason"], [[f"`{x['path']}`", f"`{x['arm']}`", x["status"],
                                                            x["reason"]] for x in summary["excluded"]]) \

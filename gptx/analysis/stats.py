@@ -237,15 +237,25 @@ def welch_test(arm: Sequence[float], baseline: Sequence[float], confidence: floa
     Welch's Satterthwaite df is liberal when the smaller side has the larger variance (2 runs against 5 at
     3 × the noise: 8% false claims at α = 0.05); min(n) − 1 holds the level at any variance ratio.
     """
-    a, b = np.asarray(arm, float), np.asarray(baseline, float)
-    if len(a) < 2 or len(b) < 2:
+    return groups_contrast_test([arm, baseline], [1.0, -1.0], confidence)
+
+
+def groups_contrast_test(groups: Sequence[Sequence[float]], coefficients: Sequence[float],
+                         confidence: float = CONFIDENCE) -> TTest:
+    """t test of Σ cⱼ · mean(groupⱼ) over independent groups, each its own variance, on min(nⱼ) − 1 df.
+
+    Welch's SE generalised to any contrast (an interaction of arms that share no seeds), with Hsu's
+    conservative df: the level holds whichever group is the noisiest.
+    """
+    arrays = [np.asarray(g, float) for g in groups]
+    if any(len(a) < 2 for a in arrays):
         raise ValueError("a two-sample test needs at least two values a side")
-    mean = float(a.mean() - b.mean())
-    va = 0.0 if _no_spread(a) else float(a.var(ddof=1)) / len(a)
-    vb = 0.0 if _no_spread(b) else float(b.var(ddof=1)) / len(b)
-    if va + vb == 0:
-        return TTest(mean, 0.0, None, None, None, None)
-    return _t_test(mean, math.sqrt(va + vb), min(len(a), len(b)) - 1, confidence)
+    estimate = float(sum(c * a.mean() for c, a in zip(coefficients, arrays, strict=True)))
+    var = sum(0.0 if _no_spread(a) else c * c * float(a.var(ddof=1)) / len(a)
+              for c, a in zip(coefficients, arrays, strict=True))
+    if var == 0:
+        return TTest(estimate, 0.0, None, None, None, None)
+    return _t_test(estimate, math.sqrt(var), min(len(a) for a in arrays) - 1, confidence)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

@@ -251,27 +251,55 @@ def _verdict(e: dict) -> tuple[str, bool]:
     return "no detectable effect", tentative
 
 
-def _interactions(f: model.Fit, arms: list[str], baseline: str, identical: set) -> list[dict]:
-    """Δ_stack − ΣΔ_singles for each stack whose singles ran too, tested in the same model; Holm across stacks.
+def _interactions(f: model.Fit, configs: dict, arms: list[str], baseline: str, identical: set,
+                  equal_noise: bool) -> list[dict]:
+    """Δ_stack − ΣΔ_singles for each stack whose singles ran too; Holm across stacks.
 
-    A single identical to the baseline has Δ = 0 exactly, so it enters with no term.
+    Per block (init seed, data seed) the interaction is stack − Σ singles + (k − 1) · baseline over the k
+    singles that changed something (an identical single has Δ = 0 exactly: no term). Like an arm, it is
+    judged on its own noise: at ≥ 2 blocks where every term ran, those per-block values on n − 1 df; else,
+    with ≥ 2 blocks a term, the terms' means each on its own variance (min(n) − 1 df). Under
+    --assume-equal-noise it is the design model's contrast (Satterthwaite df).
     """
     out = []
     for arm in sorted(arms):
         parts = arm.split("+")
         if len(parts) < 2 or baseline in parts or not all(p in f.arms or p in identical for p in parts):
             continue
-        c = np.zeros(len(f.arms))
-        c[f.arms.index(arm)] = 1.0
-        for part in parts:
-            if part not in identical:
-                c[f.arms.index(part)] -= 1.0
-        k = f.contrast(c)
-        out.append({"stack": arm, "singles": parts, "estimate": k.estimate, "ci": k.ci, "df": k.df, "p": k.p,
-                    "why_not_testable": k.why})
+        changed = [p for p in parts if p not in identical]
+        terms = {arm: 1.0, **{p: -1.0 for p in changed}}
+        terms[baseline] = terms.get(baseline, 0.0) + len(changed) - 1.0
+        terms = {a: c for a, c in terms.items() if c != 0}
+        c = np.zeros(len(f.arms))  # the model's β are Δs against the baseline: no baseline term
+        for a, coef in terms.items():
+            if a != baseline:
+                c[f.arms.index(a)] += coef
+        pooled = f.contrast(c)
+        test, method, why = (pooled, "pooled", pooled.why) if equal_noise else _own_interaction(configs, terms)
+        if test is not None and test.p is None and why is None:
+            why = "no spread in the runs to test against"
+        out.append({"stack": arm, "singles": parts, "method": method,
+                    "estimate": test.estimate if test else pooled.estimate,  # untested: the model's estimate
+                    "ci": test.ci if test else None, "df": test.df if test else None,
+                    "p": test.p if test else None, "why_not_testable": why})
     for i, p in zip(out, stats.holm([i["p"] for i in out]), strict=True):
         i["p_holm"] = p
     return out
+
+
+def _own_interaction(configs: dict, terms: dict) -> tuple[stats.TTest | None, str, str | None]:
+    """An interaction contrast on its own noise: (test, method, why not testable)."""
+    blocks = {a: _own_blocks(configs, a) for a in terms}
+    shared = set.intersection(*(set(b) for b in blocks.values()))
+    shared = sorted(shared, key=lambda b: tuple(map(seed_key, b)))
+    if len(shared) >= 2:
+        per_block = [sum(c * np.mean(blocks[a][b]) for a, c in terms.items()) for b in shared]
+        return stats.paired_test(per_block), "paired", None
+    if all(len(b) >= 2 for b in blocks.values()):
+        groups = [[np.mean(v) for v in blocks[a].values()] for a in terms]
+        return stats.groups_contrast_test(groups, list(terms.values())), "welch", None
+    return None, "one run", ("a term of it ran at one init seed only: its noise is measured by no runs of its "
+                             "own (--assume-equal-noise tests it on the design model's noise)")
 
 
 def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_loss", seed: int = 0,
@@ -350,7 +378,8 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
             "warnings": warnings, "order": sorted(arms, key=lambda a: (-arms[a]["mean"], a)), "arms": arms,
             "design": design, "planning": planning,
             "noise": noise_estimates(configs, baseline) if baseline in arms and detail else None,
-            "interactions": _interactions(f, fitted, baseline, {a for a, v in identical.items() if v}) if f else [],
+            "interactions": _interactions(f, configs, fitted, baseline, {a for a, v in identical.items() if v},
+                                          equal_noise) if f else [],
             "floor": nondeterminism_floor(configs) if detail else None,
             "excluded": [{"path": str(r.folder), "arm": r.arm, "status": r.status, "reason": r.reason}
                          for r in runs if not r.included]}
