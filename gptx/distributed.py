@@ -40,6 +40,9 @@ class World:
         return self.size > 1
 
 
+ALONE = World()  # a process that trains by itself
+
+
 def is_main_process() -> bool:
     """Whether this process is rank 0 (or alone), as the environment says before the world is joined."""
     if "RANK" in os.environ:

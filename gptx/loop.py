@@ -283,10 +283,11 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
         interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
         progress.update(step, step_loss)
         evaluate_now = step % t.eval_every == 0 or step == tr.n_steps
-        if evaluate_now and world.is_main:
-            maybe_fire("eval", step)
+        if evaluate_now:  # every rank evaluates its share of the batches
+            if world.is_main:
+                maybe_fire("eval", step)
             val_loss = split_loss(tr.model, tr.data.val, t.eval_batches * tr.micro_batch, tr.micro_batch,
-                                  tr.device, tr.precision)
+                                  tr.device, tr.precision, world)
         if log_now:
             elapsed = time.perf_counter() - interval_start
             train_loss = interval_loss / interval_steps

@@ -290,8 +290,10 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         wall = wall_before + time.perf_counter() - start
         result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
         result["init_param_sha256"] = tr.init_param_sha256
+        test = split_losses(tr.model, tr.data.test, tr.cfg.data.test_sequences, tr.micro_batch, tr.device,
+                            tr.precision, world)  # every rank its share of the test set
         if world.is_main:
-            finish_outputs(tr, result, plain)
+            finish_outputs(tr, result, plain, test)
         maybe_fire("result", final["steps"])
         folder.write(result)  # after every other output: its status says they are all in place
         if tracker:
@@ -319,13 +321,14 @@ def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:
     return []
 
 
-def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) -> None:
-    """Test loss (and per sequence), throughput, sample and weights; result.json comes after them.
+def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
+                   test: tuple[float, np.ndarray]) -> None:
+    """Test loss (and per sequence, `test` from split_losses), throughput, sample and weights; result.json
+    comes after them.
 
     A non-finite test loss makes the run `diverged`: its weights are kept, but no statistic may use it.
     """
-    test_loss, per_sequence = split_losses(tr.model, tr.data.test, tr.cfg.data.test_sequences, tr.micro_batch,
-                                           tr.device, tr.precision)
+    test_loss, per_sequence = test
     result["test_loss"] = test_loss
     if test_loss != test_loss or test_loss in (float("inf"), float("-inf")):
         result.update(status="diverged", error="non-finite test loss")

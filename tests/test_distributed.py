@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import TINY
 
@@ -60,3 +61,50 @@ def test_local_gpus_launcher_runs_a_multi_gpu_slot_as_one_ddp_run(tmp_path):
     results = [json.loads(p.read_text()) for p in (tmp_path / "multirun_outputs" / "ddp").rglob("result.json")]
     assert len(results) == 2
     assert all(r["status"] == "completed" and r["world_size"] == 2 for r in results)
+
+
+def _evaluate_sharded(rank: int, init_file: str, out: str) -> None:
+    """One of two gloo ranks: the test split's losses with the batches shared between the ranks."""
+    import pickle
+
+    import torch.distributed as dist
+
+    from gptx.data import load_data
+    from gptx.distributed import World
+    from gptx.model import build_model
+    from gptx.precision import Precision
+    from gptx.scoring import split_losses
+
+    from conftest import typed_config
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    cfg = typed_config("data.test_sequences=11")
+    model = build_model(cfg.model, 3)
+    data = load_data(cfg.data, cfg.model.context_length, cfg.model.vocab_size)
+    got = split_losses(model, data.test, 11, 2, torch.device("cpu"), Precision("fp32", None, False), World(rank, 2))
+    Path(out).with_suffix(f".{rank}").write_bytes(pickle.dumps(got))
+    dist.destroy_process_group()
+
+
+def test_evaluation_is_shared_by_the_ranks_and_bitwise_the_one_process_value(tmp_path):
+    """11 test sequences in batches of 2: rank 0 takes batches 0, 2, 4, rank 1 batches 1, 3, 5; added in
+    batch order, the loss and the per-sequence losses are the one-process ones to the bit."""
+    import pickle
+
+    import torch.multiprocessing as mp
+
+    from gptx.data import load_data
+    from gptx.model import build_model
+    from gptx.precision import Precision
+    from gptx.scoring import split_losses
+
+    from conftest import typed_config
+
+    mp.spawn(_evaluate_sharded, args=(str(tmp_path / "rendezvous"), str(tmp_path / "out")), nprocs=2)
+    cfg = typed_config("data.test_sequences=11")
+    data = load_data(cfg.data, cfg.model.context_length, cfg.model.vocab_size)
+    fp32 = Precision("fp32", None, False)
+    alone = split_losses(build_model(cfg.model, 3), data.test, 11, 2, torch.device("cpu"), fp32)
+    for rank in (0, 1):
+        loss, per_sequence = pickle.loads((tmp_path / f"out.{rank}").read_bytes())
+        assert loss == alone[0] and per_sequence.tobytes() == alone[1].tobytes() and len(per_sequence) == 11
