@@ -229,6 +229,12 @@ def _intervention_md(a: str, e: dict, base: str) -> str:
                  f"{ident['init_seed']}" + (f", {only} parameter(s) only in this arm" if only else "") + ".")
     if e.get("bootstrap_ci"):
         text += f" Cluster bootstrap CI (init seeds resampled): {_ci(e['bootstrap_ci'], sign=True)}."
+    ev = e.get("pairing_evidence")
+    if ev:
+        ci = f" [{ev['r_ci'][0]:+.2f}, {ev['r_ci'][1]:+.2f}]" if ev.get("r_ci") else ""
+        text += (f" Pairing, as measured: its per-seed values follow the baseline's with r = {ev['r']:+.2f}{ci} "
+                 f"over {ev['n']} seeds; the differences' variance is {100 * ev['variance_ratio']:.0f}% of "
+                 "the unpaired one.")
     ts = e.get("test_set")
     if ts and e.get("sd_difference"):
         share = (ts["se"] / e["sd_difference"]) ** 2

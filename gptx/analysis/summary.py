@@ -232,7 +232,29 @@ def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, see
             "method": method, "assumption": assumption,
             "band": stats.sigma_band(z) if z is not None else "", "sd_difference": sd_diff,
             "min_detectable": stats.min_detectable(k.se, k.df, alpha) if k.why is None and detail else None,
-            "bootstrap_ci": stats.cluster_bootstrap_ci(diffs, seed) if pairing == "paired" and detail else None}
+            "bootstrap_ci": stats.cluster_bootstrap_ci(diffs, seed) if pairing == "paired" and detail else None,
+            "pairing_evidence": _pairing_evidence(own_mine, own_base, shared) if detail else None}
+
+
+def _pairing_evidence(mine: dict, base: dict, shared: set) -> dict | None:
+    """How far an arm's per-seed values follow the baseline's at shared seeds (≥ 3): Pearson's r with its
+    Fisher-z 95% CI (≥ 4 seeds), and the variance of the differences over the unpaired variance
+    s²_arm + s²_baseline (1: pairing removes nothing; near 0: the arm shares the baseline's seed effect).
+    Evidence for pairing, never an input to the verdict: the paired test holds either way."""
+    keys = sorted(shared, key=lambda b: tuple(map(seed_key, b)))
+    if len(keys) < 3:
+        return None
+    a = np.array([np.mean(mine[b]) for b in keys])
+    b = np.array([np.mean(base[b]) for b in keys])
+    unpaired = a.var(ddof=1) + b.var(ddof=1)
+    if a.std() == 0 or b.std() == 0 or unpaired == 0:
+        return None
+    r = float(np.corrcoef(a, b)[0, 1])
+    ci = None
+    if len(keys) >= 4 and abs(r) < 1:
+        half = 1.959963984540054 / math.sqrt(len(keys) - 3)
+        ci = (math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half))
+    return {"n": len(keys), "r": r, "r_ci": ci, "variance_ratio": float((a - b).var(ddof=1) / unpaired)}
 
 
 def _unit(f: model.Fit, arm: str) -> np.ndarray:
