@@ -68,14 +68,16 @@ def _offsets(runs: list) -> dict:
     return {t: (i - (len(trains) - 1) / 2) * step for i, t in enumerate(trains)}
 
 
-def _points(ax, points: list[tuple], ms: float) -> None:
-    """Points (x, y, colour, marker), one plot call per colour and marker (sweeps of a thousand runs)."""
+def _points(ax, points: list[tuple], ms: float, dense: bool = False) -> None:
+    """Points (x, y, colour, marker), one plot call per colour and marker (sweeps of a thousand runs);
+    `dense`: smaller and translucent, so a column of many runs still shows where they crowd."""
     groups = defaultdict(list)
     for x, y, colour, marker in points:
         groups[(colour, marker)].append((x, y))
     for (colour, marker), xy in groups.items():
         xy = np.asarray(xy, float)
-        ax.plot(xy[:, 0], xy[:, 1], ls="", marker=marker, color=colour, ms=ms, zorder=3)
+        ax.plot(xy[:, 0], xy[:, 1], ls="", marker=marker, color=colour, ms=ms * 0.6 if dense else ms,
+                alpha=0.5 if dense else 1.0, zorder=3)
 
 
 def _seed_legend(ax, runs: list, colours: dict, markers: dict) -> bool:
@@ -91,8 +93,8 @@ def _seed_legend(ax, runs: list, colours: dict, markers: dict) -> bool:
                 handles.append(Line2D([], [], ls="", marker=m, color="0.3", mfc="none"))
                 labels.append(f"train {_seed_label(t)}")
     if handles:
-        ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncols=min(len(handles), 6),
-                  fontsize="x-small", frameon=False, handletextpad=0.2, columnspacing=0.8, borderaxespad=0.0)
+        ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=min(len(handles), 6),
+                  fontsize="x-small", frameon=False, handletextpad=0.2, columnspacing=0.8, borderaxespad=0.3)
     return bool(handles)
 
 
@@ -116,20 +118,22 @@ def _runs_panel(ax, summary: dict, runs: list, min_effect: float) -> None:
     for (s, a), v in means.items():
         by_seed[s].append((x_of[a], float(np.mean(v))))
     joined = [s for s, pts in by_seed.items() if s is not None and len(pts) > 1]
+    dense = len(runs) > 20 * len(order)
     ax.add_collection(LineCollection([sorted(by_seed[s]) for s in joined], colors=[colours[s] for s in joined],
-                                     linewidths=0.8, alpha=0.5, zorder=1))
+                                     linewidths=0.5 if dense else 0.8, alpha=0.15 if dense else 0.5, zorder=1))
     values = [r.value for r in runs if r.arm not in off]
     if off and values:
         lo, hi = min(values), max(values)
         pad = 0.08 * (hi - lo or abs(hi) * 1e-3 or 1.0)
         ax.set_ylim(lo - pad, hi + pad)
     _points(ax, [(x_of[r.arm] + offsets[r.seeds[1]], r.value, colours[r.seeds[0]], markers[r.seeds[1]])
-                 for r in runs if r.arm not in off], ms=5)
+                 for r in runs if r.arm not in off], ms=5, dense=dense)
     for arm, side in off.items():
-        ax.plot([x_of[arm]], [1.0 if side > 0 else 0.0], ls="", marker="^" if side > 0 else "v", color="0.3",
-                ms=8, clip_on=False, transform=ax.get_xaxis_transform(), zorder=4)
-        ax.annotate(f"off scale:\nmean {summary['arms'][arm]['mean']:.3f}", (x_of[arm], 1.0 if side > 0 else 0.0),
-                    xycoords=("data", "axes fraction"), xytext=(0, -9 if side > 0 else 9),
+        edge = 0.97 if side > 0 else 0.03
+        ax.plot([x_of[arm]], [edge], ls="", marker="^" if side > 0 else "v", color="0.3", ms=8,
+                transform=ax.get_xaxis_transform(), zorder=4)
+        ax.annotate(f"off scale:\nmean {summary['arms'][arm]['mean']:.3f}", (x_of[arm], edge),
+                    xycoords=("data", "axes fraction"), xytext=(0, -7 if side > 0 else 7),
                     textcoords="offset points", ha="center", va="top" if side > 0 else "bottom",
                     fontsize="x-small", color="0.25")
     ax.set_xlim(-0.6, len(order) - 0.4)
@@ -200,7 +204,7 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
     for y, a in enumerate(drawn):
         e = arms[a]
         c = verdict_colour(e["verdict"])
-        seen.setdefault(e["verdict"] if e["verdict"] in VERDICT_COLOURS else "not testable", c)
+        seen.setdefault(e["verdict"], c)
         if e.get("ci"):  # a bar for Δ leaves even a short CI visible on either side of it
             lo, hi = e["ci"]
             ax.errorbar([e["delta"]], [y], xerr=[[e["delta"] - lo], [hi - e["delta"]]],
@@ -229,14 +233,14 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
     if missing:
         xlabel += "\n" + textwrap.fill("not testable, no Δ: " + ", ".join(missing), 70)
     ax.set_xlabel(xlabel, fontsize="small")
-    shown = [v for v in (*VERDICT_COLOURS, "not testable") if v in seen]
+    shown = [v for v in VERDICT_COLOURS if v in seen] + [v for v in seen if v not in VERDICT_COLOURS]
     handles = [Patch(color=seen[v]) for v in shown]
     names = [{"identical to the baseline": "identical", "smaller than the minimum effect": "smaller than min"}
              .get(v, v) for v in shown]
     handles.append(Patch(color=BAND_COLOUR))
     names.append(f"±min_effect {min_effect:g}")
-    ax.legend(handles, names, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncols=3, fontsize="x-small",
-              frameon=False, handletextpad=0.2, columnspacing=0.8, borderaxespad=0.0)
+    ax.legend(handles, names, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, fontsize="x-small",
+              frameon=False, handletextpad=0.2, columnspacing=0.8, borderaxespad=0.3)
     if not drawn:
         ax.text(0.5, 0.5, "no Δ to draw", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
@@ -297,7 +301,7 @@ def noise_figure(summary: dict, runs: list) -> Figure:
     min_effect = min_effect_of(summary)
     n = len(summary["order"])
     fig = Figure(figsize=(max(11.0, 0.5 * n + 9), max(5.0, 0.4 * len(compared) + 2.5)), layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[max(4, n), 5])
+    left, right = fig.subplots(1, 2, width_ratios=[min(max(4, n), 12), 5])
     _runs_panel(left, summary, runs, min_effect)
     _delta_panel(right, summary, min_effect)
     return fig
