@@ -156,10 +156,10 @@ def test_a_metrics_file_with_one_point_is_skipped_with_that_reason():
     one = [{"step": 100, "tokens": 100, "train_loss": 3.0, "val_loss": 3.1}]
     fig = plots.curves_figure([("baseline", True, one), ("a", True, one), ("b", True, [])], ["baseline"], "baseline")
     text = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
-    assert "2 with fewer than 2 logged points in metrics.jsonl" in text
-    assert "1 without metrics.jsonl (or with an empty one)" in text
+    assert "2 run(s) with fewer than 2 logged points in metrics.jsonl" in text
+    assert "1 run(s) without metrics.jsonl (or with an empty one)" in text
     fig = plots.curves_figure([("baseline", True, curve(3.3)), ("a", True, one)], ["baseline", "a"], "baseline")
-    assert "not drawn: 1 with fewer than 2 logged points in metrics.jsonl" in fig.get_suptitle()
+    assert "not drawn: 1 run(s) with fewer than 2 logged points in metrics.jsonl" in fig.get_suptitle()
 
 
 def test_figures_are_written_as_png(tmp_path):
@@ -169,3 +169,13 @@ def test_figures_are_written_as_png(tmp_path):
                       "baseline", tmp_path / "curves.png")
     assert (tmp_path / "noise.png").read_bytes()[:4] == (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(plots.min_effect_of({"planning": None}))
+
+
+def test_far_arms_need_a_jump_over_the_rest_and_the_noise_floor():
+    diffs = {"fp32": 0.0, "grad_clip": -0.001, "qkv_bias": -0.002, "no_dropout": -0.03, "weight_tying": 0.30}
+    assert plots._far(diffs, floor=0.1) == {"weight_tying": 1}
+    assert plots._far({"a": 0.001, "b": 0.02}, floor=0.1) == {}  # a 20× jump, but within the noise floor
+    assert plots._far({"a": 0.30}) == {}  # an arm alone is never off the scale of nothing
+    curves = [("baseline", True, curve(3.30)), ("a", True, curve(3.301)), ("b", True, curve(3.32))]
+    val_ax = plots.curves_figure(curves, ["b", "a", "baseline"], "baseline").axes[0]
+    assert val_ax.get_title(loc="right") == "" and val_ax.get_ylim()[1] > 3.32 + 0.01  # every arm in view

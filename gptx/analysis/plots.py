@@ -100,8 +100,8 @@ def _seed_legend(ax, runs: list, colours: dict, markers: dict) -> bool:
 
 def _runs_panel(ax, summary: dict, runs: list, min_effect: float) -> None:
     """Every run as a point over its arm, coloured by init seed, marked by train seed; each init seed's
-    per-arm means joined across arms; an arm far off the others (beyond 10 × min_effect and 3 × the
-    baseline's spread) is drawn at the axis edge with its mean written, so it does not flatten the rest."""
+    per-arm means joined across arms; an arm far off the others (`_off_scale`) is drawn at the axis edge
+    with its mean written, so it does not flatten the rest."""
     order, base = summary["order"], summary["baseline"]
     x_of = {a: i for i, a in enumerate(order)}
     runs = [r for r in runs if r.arm in x_of]
@@ -195,8 +195,9 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
     compared = [a for a in summary["order"] if a != base]
     drawn = [a for a in compared if arms[a].get("delta") is not None]
     missing = [a for a in compared if arms[a].get("delta") is None]
-    ends = [min_effect] + [abs(v) for a in drawn for v in [arms[a]["delta"], *(arms[a].get("ci") or [])]]
-    symlog = max(ends) > SYMLOG_SPAN * min_effect
+    ends = [v for a in drawn for v in [arms[a]["delta"], *(arms[a].get("ci") or [])]]
+    lo, hi = min([-min_effect, *ends]), max([min_effect, *ends])
+    symlog = max(-lo, hi) > SYMLOG_SPAN * min_effect
     nd = max(3, 2 - math.floor(math.log10(min_effect)))
     ax.axvspan(-min_effect, min_effect, color=BAND_COLOUR, zorder=0, lw=0)
     ax.axvline(0, color="0.25", lw=0.8, zorder=1)
@@ -206,8 +207,7 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
         c = verdict_colour(e["verdict"])
         seen.setdefault(e["verdict"], c)
         if e.get("ci"):  # a bar for Δ leaves even a short CI visible on either side of it
-            lo, hi = e["ci"]
-            ax.errorbar([e["delta"]], [y], xerr=[[e["delta"] - lo], [hi - e["delta"]]],
+            ax.errorbar([e["delta"]], [y], xerr=[[e["delta"] - e["ci"][0]], [e["ci"][1] - e["delta"]]],
                         fmt="|" if e["n"] > 1 else "none", color=c, ms=14, mew=2.5, capsize=5, lw=2, zorder=3)
         else:
             ax.plot([e["delta"]], [y], ls="", marker="D" if e["verdict"] == "identical to the baseline" else "x",
@@ -219,8 +219,6 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
     labels.tick_params(length=0)
     for text, a in zip(labels.get_yticklabels(), drawn, strict=True):
         text.set_color(verdict_colour(arms[a]["verdict"]))
-    lo = min([-min_effect] + [v for a in drawn for v in [arms[a]["delta"], *(arms[a].get("ci") or [])]])
-    hi = max([min_effect] + [v for a in drawn for v in [arms[a]["delta"], *(arms[a].get("ci") or [])]])
     if symlog:
         ax.set_xscale("symlog", linthresh=min_effect, linscale=1.0)
         ax.set_xlim(lo * 1.6, hi * 1.6)  # lo < 0 < hi: half a decade of room on each side
@@ -338,12 +336,37 @@ def _tokens(v, _) -> str:
     return f"{v:g}"
 
 
+def _zoom(bands: dict, baseline: str, x0: float, xmax: float) -> tuple[tuple | None, float, dict]:
+    """Where the arms' curves differ: (y limits or None, the x to start at, the far arms {arm: ±1}).
+
+    y runs from the lowest point after x0 to the arms' end values plus 2.5 × their spread there (at least a
+    quarter of the window's range; all of it for one arm, which differs from nothing); x starts where
+    every band has come down into that range, between 30% and 80% of training. An arm is far (`_far`) when
+    its end value is off the rest by more than a fifth of the baseline's own descent over the window, so
+    seed noise never counts as far.
+    """
+    ref = baseline if baseline in bands else next(iter(bands))
+    xs, mean = bands[ref][0], bands[ref][1]
+    seen = mean[xs >= x0]
+    finals = {a: b[1][-1] for a, b in bands.items()}
+    far = _far({a: f - finals[ref] for a, f in finals.items() if a != ref},
+               0.2 * (seen.max() - seen.min()) if len(seen) else 0.0)
+    near = [b for a, b in bands.items() if a not in far]
+    window = np.concatenate([np.c_[b[0], b[2], b[3]][b[0] >= x0] for b in near])
+    if not len(window):
+        return None, x0, far
+    end_lo, end_hi = min(b[2][-1] for b in near), max(b[3][-1] for b in near)
+    bottom, most = window[:, 1].min(), window[:, 2].max()
+    top = most if len(bands) == 1 else min(most, end_hi + max(2.5 * (end_hi - end_lo), 0.25 * (most - bottom)))
+    pad = 0.04 * (top - bottom or 1.0)
+    over = [b[0][np.flatnonzero(b[3] > top + pad)[-1]] for b in near if (b[3] > top + pad).any()]
+    return (bottom - pad, top + pad), max([x0, *(min(x, 0.8 * xmax) for x in over)]), far
+
+
 def _curve_panel(ax, key: str, curves: list, colours: dict, baseline: str) -> set:
     """One quantity's curves: each arm's mean over its included runs with a min–max band, runs left out of
-    the statistics dashed. Zoomed where the arms differ: y from the lowest point to the arms' end values
-    plus 2.5 × their spread there, x from where the curves enter that range (at the latest) or 30% of
-    training. An arm far from the rest at the end (see `_far`) runs off the top, named in the corner, so it
-    does not flatten the others. Returns the arms drawn."""
+    the statistics dashed; zoomed where the arms differ (`_zoom`), an arm far from the rest named over the
+    panel rather than flattening the others. Returns the arms drawn."""
     included, excluded, axes_used = defaultdict(list), [], set()
     for arm, inc, rows in curves:
         s = _series(rows, key)
@@ -368,22 +391,12 @@ def _curve_panel(ax, key: str, curves: list, colours: dict, baseline: str) -> se
     xmax = max(s[:, 0].max() for s in [*(x for v in included.values() for x in v), *(s for _, s in excluded)])
     x0 = CURVE_START * xmax
     if bands:  # excluded runs (diverged ones among them) never set the range
-        finals = {a: b[1][-1] for a, b in bands.items()}
-        ref = finals.get(baseline, float(np.median(list(finals.values()))))
-        far = _far({a: f - ref for a, f in finals.items() if a != baseline})
-        near = [a for a in bands if a not in far]
-        end_lo, end_hi = min(bands[a][2][-1] for a in near), max(bands[a][3][-1] for a in near)
-        window = np.concatenate([np.c_[b[0], b[2], b[3]][b[0] >= x0] for a, b in bands.items() if a in near])
-        bottom, most = window[:, 1].min(), window[:, 2].max()
-        top = min(most, end_hi + max(2.5 * (end_hi - end_lo), 0.25 * (most - bottom)))
-        pad = 0.04 * (top - bottom or 1.0)
-        ax.set_ylim(bottom - pad, top + pad)
-        over = [b[0][np.flatnonzero(b[3] > top + pad)[-1]] for a, b in bands.items()
-                if a in near and (b[3] > top + pad).any()]  # where each near band comes down into view
-        x0 = max([x0, *(min(x, 0.8 * xmax) for x in over)])
+        ylim, x0, far = _zoom(bands, baseline, x0, xmax)
+        if ylim:
+            ax.set_ylim(*ylim)
         if far:
             ax.set_title("off scale: " + ", ".join(f"{a} ({'above' if far[a] > 0 else 'below'}, ends at "
-                                                   f"{finals[a]:.3f})" for a in far),
+                                                   f"{bands[a][1][-1]:.3f})" for a in far),
                          loc="right", fontsize="x-small", color="0.25")
     ax.set_xlim(x0, xmax)
     if axes_used == {"tokens"}:
@@ -403,8 +416,9 @@ def curves_figure(curves: list[tuple[str, bool, list[dict]]], order: list[str], 
     colours = {**{a: cmap(i % cmap.N) for i, a in enumerate(a for a in arms if a != baseline)}, baseline: "black"}
     short = sum(0 < len(rows) < 2 for _, _, rows in curves)
     absent = sum(not rows for _, _, rows in curves)
-    why = "; ".join(x for x in (f"{short} with fewer than 2 logged points in metrics.jsonl" if short else "",
-                                f"{absent} without metrics.jsonl (or with an empty one)" if absent else "") if x)
+    why = "; ".join(x for x in (f"{short} run(s) with fewer than 2 logged points in metrics.jsonl" if short else "",
+                                f"{absent} run(s) without metrics.jsonl (or with an empty one)" if absent else "")
+                    if x)
     fig = Figure(figsize=(13, 5), layout="constrained")
     val_ax, train_ax = fig.subplots(1, 2)
     drawn = _curve_panel(val_ax, "val_loss", curves, colours, baseline)
