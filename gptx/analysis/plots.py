@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from gptx.analysis.defaults import MIN_EFFECT
 from gptx.analysis.runs import seed_key
@@ -226,6 +226,7 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
     else:
         pad = 0.08 * (hi - lo)
         ax.set_xlim(lo - pad, hi + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # signed four-decimal ticks need the room
     scale = f"symlog: linear within ±{min_effect:g}, log beyond" if symlog else "linear"
     xlabel = f"Δ vs {base} (95% CI); shaded: ±min_effect {min_effect:g}; x axis {scale}"
     if missing:
