@@ -179,3 +179,11 @@ def test_far_arms_need_a_jump_over_the_rest_and_the_noise_floor():
     curves = [("baseline", True, curve(3.30)), ("a", True, curve(3.301)), ("b", True, curve(3.32))]
     val_ax = plots.curves_figure(curves, ["b", "a", "baseline"], "baseline").axes[0]
     assert val_ax.get_title(loc="right") == "" and val_ax.get_ylim()[1] > 3.32 + 0.01  # every arm in view
+
+
+def test_the_band_is_the_users_min_effect_even_without_planning():
+    """--min-effect reaches the figure through the summary itself, not only through the planning section."""
+    from gptx.analysis import plots
+
+    assert plots.min_effect_of({"min_effect": 0.02, "planning": None}) == 0.02
+    assert plots.min_effect_of({"min_effect": 0.02, "planning": {"min_effect": 0.02}}) == 0.02

@@ -39,7 +39,7 @@ def verdict_colour(verdict: str) -> str:
 
 def min_effect_of(summary: dict) -> float:
     """The report's minimum effect (--min-effect), or the default when the summary does not record one."""
-    return (summary.get("planning") or {}).get("min_effect") or summary.get("min_effect") or MIN_EFFECT
+    return summary.get("min_effect") or (summary.get("planning") or {}).get("min_effect") or MIN_EFFECT
 
 
 def _minus(text: str) -> str:

@@ -396,6 +396,7 @@ def analyze(runs: list[Run], baseline: str = "baseline", metric: str = "test_los
                   "sd_train": math.sqrt(f.var_train) if f.var_train is not None else None,
                   "df_init": f.component_df((1.0, 0.0)), "df_train": f.component_df((0.0, 1.0))}
     return {"metric": metric, "baseline": baseline, "confidence": stats.CONFIDENCE, "alpha": ALPHA,
+            "min_effect": min_effect,
             "bootstrap_seed": seed, "n_runs": len(runs), "n_included": sum(r.included for r in runs),
             "warnings": warnings, "order": sorted(arms, key=lambda a: (-arms[a]["mean"], a)), "arms": arms,
             "design": design, "planning": planning,
