@@ -183,7 +183,11 @@ def test_far_arms_need_a_jump_over_the_rest_and_the_noise_floor():
 
 def test_the_band_is_the_users_min_effect_even_without_planning():
     """--min-effect reaches the figure through the summary itself, not only through the planning section."""
-    from gptx.analysis import plots
+    import numpy as np
 
-    assert plots.min_effect_of({"min_effect": 0.02, "planning": None}) == 0.02
-    assert plots.min_effect_of({"min_effect": 0.02, "planning": {"min_effect": 0.02}}) == 0.02
+    from gptx.analysis import plots, simulate
+    from gptx.analysis.summary import analyze
+
+    runs = simulate.sweep(simulate.paired_fixed(2, 3), np.random.default_rng(0))
+    summary = analyze(runs, min_effect=0.02, detail=False)  # detail=False: no planning section
+    assert summary["planning"] is None and plots.min_effect_of(summary) == 0.02
