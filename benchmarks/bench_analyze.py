@@ -1,10 +1,17 @@
 """Time the noise report on many result files (no metrics.jsonl): reading, the model, text; with and without plots.
 
-    python -m benchmarks.bench_analyze [N_RUNS]    # from the repository root
+    python -m benchmarks.bench_analyze [N_RUNS] [--json benchmarks/results/analyze.json]   # from the repo root
+
+With --json the figures are written with the machine, CPU count, versions and date, and the docs quote
+that file (benchmarks/README.md), so a figure in the docs always names where and when it was measured.
 """
 
+import argparse
+import datetime
 import json
 import math
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -36,17 +43,38 @@ def make_sweep(root: Path, n_runs: int) -> None:
         (folder / "result.json").write_text(json.dumps(result))
 
 
-def main() -> None:
-    n_runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Time gptx.analyze on generated result files.")
+    parser.add_argument("n_runs", nargs="?", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the figures, the machine and the date here")
+    args = parser.parse_args(argv)
+    record = {"benchmark": "bench_analyze", "n_runs": args.n_runs, "machine": cpu_name(), "cpus": os.cpu_count(),
+              "python": sys.version.split()[0], "seconds": {},
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory() as tmp:
-        make_sweep(Path(tmp) / "sweep", n_runs)
+        make_sweep(Path(tmp) / "sweep", args.n_runs)
         for plots in (False, True):
             start = time.perf_counter()
             summary = write_report([Path(tmp) / "sweep"], Path(tmp) / f"out_{plots}", plots=plots)
             elapsed = time.perf_counter() - start
+            record["seconds"]["with_plots" if plots else "without_plots"] = round(elapsed, 2)
             print(f"analysed {summary['n_runs']} result files ({len(summary['arms'])} arms, "
                   f"{summary['design']['n_blocks']} init blocks) in {elapsed:.2f} s "
                   f"{'with' if plots else 'without'} plots")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
