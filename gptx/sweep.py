@@ -153,6 +153,9 @@ class SweepCallback(Callback):
             sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
         self.created = not Path(self.sweep_dir).exists()
         self.study = check_one_study(config, Path(self.sweep_dir))
+        advice = idle_gpus_warning(config)
+        if advice:
+            print(advice, file=sys.stderr)
         self.logger = _checked_logger(config)
         lock_sweep(self.sweep_dir)
         if self.logger is not None:
@@ -277,6 +280,22 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
               f"so the report will have nothing to compare the arms with: add it to the sweep "
               f"(e.g. {_with_value(missing[0], swept)})", file=sys.stderr)
     return None if recorded is not None else {"base_settings": base, "base_interventions": interventions}
+
+
+def idle_gpus_warning(config: DictConfig, gpus: int | None = None) -> str | None:
+    """Hydra's basic launcher runs a sweep's jobs one after another in this process, so on a machine with
+    several GPUs every run trains on the first while the others idle: say so, with the launcher that uses
+    them. `gpus`: the visible GPU count (default: torch's, which needs no CUDA context)."""
+    if not str(OmegaConf.select(config, "hydra.launcher._target_") or "").endswith("BasicLauncher"):
+        return None
+    if gpus is None:
+        import torch  # the training process has it loaded already
+
+        gpus = torch.cuda.device_count()
+    if gpus < 2:
+        return None
+    return (f"gptx: warning: {gpus} GPUs are visible, but Hydra's basic launcher runs this sweep's jobs one after "
+            "another on the first of them: add hydra/launcher=local_gpus to train one job per GPU at once")
 
 
 def _checked_logger(config: DictConfig) -> dict[str, Any] | None:

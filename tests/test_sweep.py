@@ -255,3 +255,17 @@ def test_real_sweep_writes_runs_csv_and_a_relaunch_says_it_skipped(tmp_path):
     again = run_gptx(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 ran in this launch, 2 left as they were" in again.stdout
+
+
+def test_several_gpus_with_the_basic_launcher_are_named_at_launch():
+    """`-m experiment=noise` on an 8-GPU machine without a launcher would train every run on GPU 0."""
+    from gptx.sweep import idle_gpus_warning
+
+    basic = OmegaConf.create({"hydra": {"launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher."
+                                                                  "BasicLauncher"}}})
+    local = OmegaConf.create({"hydra": {"launcher": {"_target_": "hydra_plugins.gptx_launchers.local_gpus."
+                                                                  "LocalGpusLauncher"}}})
+    assert "8 GPUs are visible" in idle_gpus_warning(basic, gpus=8)
+    assert "hydra/launcher=local_gpus" in idle_gpus_warning(basic, gpus=8)
+    assert idle_gpus_warning(basic, gpus=1) is None and idle_gpus_warning(local, gpus=8) is None
+    assert idle_gpus_warning(basic) is None  # this machine: no GPU
