@@ -44,16 +44,12 @@ class CheckpointError(RuntimeError):
     """Checkpoints exist but none can be trusted: resuming would silently restart from step 0."""
 
 
-@dataclass
-class TrainingState:
-    """What the loop needs besides the model and optimizer to go on where it stopped."""
+@dataclass(frozen=True)
+class LoopPosition:
+    """Where the training loop stands: what it carries from one step to the next, saved in every checkpoint."""
 
-    step: int
-    wall_seconds: float
-    config_sha256: str
-    init_weights_sha256: str
-    scaler: dict[str, Any] | None = None
-    world_size: int = 1
+    step: int = 0
+    wall_seconds: float = 0.0
     interval_loss: float = 0.0
     """Sum of train losses since the last metrics line (so the next line averages the same steps)."""
     interval_steps: int = 0
@@ -65,6 +61,23 @@ class TrainingState:
     """The last metrics line's train loss (what result.json reports when the loop resumes at its end)."""
     val_loss: float | None = None
     """The last validation loss."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """A checkpoint's manifest besides the tensors: where the loop stood, and what it must resume into
+    (the same config, initial weights and number of processes; the GradScaler's state)."""
+
+    position: LoopPosition
+    config_sha256: str
+    init_weights_sha256: str
+    scaler: dict[str, Any] | None = None
+    world_size: int = 1
+
+    @property
+    def step(self) -> int:
+        """The optimizer steps taken (the checkpoint's folder is named by it)."""
+        return self.position.step
 
 
 @dataclass
@@ -93,20 +106,21 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     try:
         tmp.chmod(dir_mode())
         save_file(tensors, str(tmp / STATE_FILE))
+        position = state.position
         meta = {
-            "step": state.step,
-            "wall_seconds": state.wall_seconds,
+            "step": position.step,
+            "wall_seconds": position.wall_seconds,
             "config_sha256": state.config_sha256,
             "numerics_version": NUMERICS_VERSION,
             "init_weights_sha256": state.init_weights_sha256,
             "scaler": state.scaler,
             "world_size": state.world_size,
-            "interval_loss": state.interval_loss,
-            "interval_steps": state.interval_steps,
-            "grad_clip_active_steps": state.grad_clip_active_steps,
-            "grad_norm_max": state.grad_norm_max,
-            "train_loss": state.train_loss,
-            "val_loss": state.val_loss,
+            "interval_loss": position.interval_loss,
+            "interval_steps": position.interval_steps,
+            "grad_clip_active_steps": position.grad_clip_active_steps,
+            "grad_norm_max": position.grad_norm_max,
+            "train_loss": position.train_loss,
+            "val_loss": position.val_loss,
             "optimizer_param_groups": optim_state["param_groups"],
             "state_sha256": _file_sha256(tmp / STATE_FILE),
         }
@@ -206,19 +220,22 @@ def _state_of(meta: dict[str, Any], folder_name: str) -> TrainingState:
     need("optimizer_param_groups", lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
          "a list of parameter groups")
     need("state_sha256", lambda v: isinstance(v, str), "a sha256")
-    return TrainingState(
+    position = LoopPosition(
         step,
         need("wall_seconds", lambda v: _is_real(v) and v >= 0, "a duration"),
-        need("config_sha256", lambda v: isinstance(v, str), "a sha256"),
-        need("init_weights_sha256", lambda v: isinstance(v, str), "a sha256"),
-        need("scaler", lambda v: v is None or isinstance(v, dict), "a GradScaler state", None),
-        need("world_size", lambda v: _is_int(v) and v >= 1, "a number of processes", 1),
         need("interval_loss", _is_real, "a loss sum", 0.0),
         need("interval_steps", counts, "a number of steps so far", 0),
         need("grad_clip_active_steps", counts, "a number of steps so far", 0),
         need("grad_norm_max", lambda v: _is_real(v) and not v < 0, "a gradient norm", 0.0),
         need("train_loss", lambda v: v is None or _is_real(v), "a loss", None),
         need("val_loss", lambda v: v is None or _is_real(v), "a loss", None),
+    )
+    return TrainingState(
+        position,
+        need("config_sha256", lambda v: isinstance(v, str), "a sha256"),
+        need("init_weights_sha256", lambda v: isinstance(v, str), "a sha256"),
+        need("scaler", lambda v: v is None or isinstance(v, dict), "a GradScaler state", None),
+        need("world_size", lambda v: _is_int(v) and v >= 1, "a number of processes", 1),
     )
 
 

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gptx import checkpoint as ckpt
 from gptx import components
 from gptx.attention_backend import pin_attention_backends
+from gptx.checkpoint import LoopPosition
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
 from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
@@ -73,20 +74,6 @@ class Training:
     micro_batch: int  # sequences a forward pass on this process
     init_weights_sha256: str
     init_param_sha256: dict[str, str]
-
-
-@dataclass
-class LoopPosition:
-    """Where the loop stands: the step, what the current logging interval has summed, the clipping counts."""
-
-    step: int = 0
-    wall_seconds: float = 0.0
-    interval_loss: float = 0.0
-    interval_steps: int = 0
-    grad_clip_active_steps: int = 0
-    grad_norm_max: float = 0.0
-    train_loss: float | None = None
-    val_loss: float | None = None
 
 
 def build_training(cfg: GptxConfig, run_dir: Path, world: World | None = None) -> Training:
@@ -169,9 +156,7 @@ def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:
     restore_rng_state({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}, tr.device)
     if resume.state.scaler:
         tr.scaler.load_state_dict(resume.state.scaler)
-    s = resume.state
-    return LoopPosition(s.step, s.wall_seconds, s.interval_loss, s.interval_steps, s.grad_clip_active_steps,
-                        s.grad_norm_max, s.train_loss, s.val_loss)
+    return resume.state.position
 
 
 def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool) -> tuple[float, torch.Tensor | None]:
@@ -346,11 +331,7 @@ def save_checkpoint(tr: Training, position: LoopPosition) -> None:
     rng_by_rank = gather_objects(tr.world, capture_rng_state(tr.device))
     if tr.world.is_main:
         rng = {f"rank{r}.{k}": v for r, states in enumerate(rng_by_rank) for k, v in states.items()}
-        state = ckpt.TrainingState(position.step, position.wall_seconds, config_sha256(to_plain_dict(tr.cfg)),
-                                   tr.init_weights_sha256,
-                                   tr.scaler.state_dict() if tr.scaler.is_enabled() else None,
-                                   tr.world.size, position.interval_loss, position.interval_steps,
-                                   position.grad_clip_active_steps, position.grad_norm_max,
-                                   position.train_loss, position.val_loss)
+        state = ckpt.TrainingState(position, config_sha256(to_plain_dict(tr.cfg)), tr.init_weights_sha256,
+                                   tr.scaler.state_dict() if tr.scaler.is_enabled() else None, tr.world.size)
         ckpt.save_checkpoint(tr.run_dir, tr.model, tr.optimizer, rng, state)
     barrier(tr.world)

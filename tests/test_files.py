@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptx.checkpoint import TrainingState, save_checkpoint
+from gptx.checkpoint import LoopPosition, TrainingState, save_checkpoint
 from gptx.files import umask, write_atomic
 from gptx.model import build_model
 from gptx.train import train
@@ -47,7 +47,7 @@ def test_every_file_and_folder_of_a_run_is_as_readable_as_the_umask_allows(tmp_p
         cfg = typed_config()
         model = build_model(cfg.model, cfg.init_seed)
         save_checkpoint(tmp_path / "run", model, torch.optim.AdamW(model.parameters()), {},
-                        TrainingState(step=1, wall_seconds=0.0, config_sha256="x", init_weights_sha256="y"))
+                        TrainingState(LoopPosition(step=1), config_sha256="x", init_weights_sha256="y"))
     finally:
         os.umask(old)
     paths = [p for p in (tmp_path / "run").rglob("*")]

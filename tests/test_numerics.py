@@ -19,7 +19,7 @@ def written_by(tmp_path, version: int | None):
     cfg = typed_config()
     model = build_model(cfg.model, cfg.init_seed)
     path = ckpt.save_checkpoint(tmp_path, model, torch.optim.AdamW(model.parameters()), {},
-                                ckpt.TrainingState(step=1, wall_seconds=0.0, config_sha256="c",
+                                ckpt.TrainingState(ckpt.LoopPosition(step=1), config_sha256="c",
                                                    init_weights_sha256="w"))
     meta = json.loads((path / ckpt.META_FILE).read_text())
     if version is None:
