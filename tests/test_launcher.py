@@ -257,6 +257,11 @@ def test_real_sweep_runs_side_by_side_and_a_relaunch_skips_it_untouched(tmp_path
     assert {r.name: _tree_digest(r) for r in runs} == before  # byte for byte, mtimes included
     with (sweep / "runs.csv").open() as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["completed", "completed"]
+    # a key that changes no number (config_sha256 leaves it out): the launcher submits nothing either
+    again = run_gptx(*args, "train.checkpoint_minutes=7", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "local_gpus: 2 jobs: 2 skipped" in again.stdout
+    assert {r.name: _tree_digest(r) for r in runs} == before
 
 
 # A stand-in for torchrun: its worker runs in a session of its own; on SIGTERM it would SIGKILL the worker

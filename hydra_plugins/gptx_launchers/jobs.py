@@ -16,7 +16,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from gptx.config import ConfigError, config_sha256
 from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, read_json, weights_intact
+from gptx.saved_config import parse_safe_yaml
 
 
 @dataclass
@@ -106,7 +108,7 @@ def _task_config(sweep_config: DictConfig) -> DictConfig:
 
 
 def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | None:
-    """The run's result when it completed with exactly this config (same saved .hydra/config.yaml)."""
+    """The run's result when it completed with this config (see _same_config) and its weights verify."""
     try:
         result = read_json(run_dir / RESULT_FILE)
         saved_config = (run_dir / CONFIG_FILE).read_text()
@@ -114,9 +116,23 @@ def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | N
         return None
     if not isinstance(result, dict) or result.get("status") != "completed":
         return None
-    if saved_config != OmegaConf.to_yaml(task_cfg):
+    if not _same_config(saved_config, run_dir, task_cfg):
         return None
     return result if weights_intact(run_dir, result)[0] else None  # damaged weights: the job trains it again
+
+
+def _same_config(saved: str, run_dir: Path, task_cfg: DictConfig) -> bool:
+    """Whether the saved .hydra/config.yaml is this job's config by the run's own rule, config_sha256: keys
+    that change no number (NON_SEMANTIC_KEYS: a tracker, checkpoint cadence, ...) may differ, so a relaunch
+    that changes only them submits nothing, as the run itself would skip."""
+    if saved == OmegaConf.to_yaml(task_cfg):
+        return True
+    try:
+        plain = parse_safe_yaml(saved, run_dir)
+    except ConfigError:
+        return False
+    mine = OmegaConf.to_container(task_cfg, resolve=False, enum_to_str=True)
+    return isinstance(plain, dict) and config_sha256(plain) == config_sha256(mine)
 
 
 def check_distinct_run_dirs(jobs: list[Job]) -> None:
