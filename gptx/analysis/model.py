@@ -22,21 +22,15 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from gptx.analysis.stats import CONFIDENCE
+from gptx.analysis.stats import CONFIDENCE, TTest
 
 _LOG_RATIO = (-25.0, 8.0)  # search range of log(σ²_init / σ²_train): a ratio of SDs up to 55
 
 
 @dataclass(frozen=True)
-class Contrast:
-    """A linear combination of arm effects, with its test; `why` says why not testable when it is not."""
+class Contrast(TTest):
+    """A linear combination of arm effects, with its t test; `why` says why not testable when it is not."""
 
-    estimate: float
-    se: float | None
-    df: float | None
-    ci: tuple[float, float] | None
-    statistic: float | None
-    p: float | None
     why: str | None = None  # None when testable
 
 

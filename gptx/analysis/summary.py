@@ -209,10 +209,9 @@ def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, see
             sd_diff = sd_diff or None
             if test.p is None:
                 why = "no spread in the runs to test against"
-        k = model.Contrast(test.estimate if test else float("nan"), test.se if test else None,
-                           test.df if test else None, test.ci if test else None, test.t if test else None,
-                           test.p if test else None, why)
-        if test is None:  # the design model's estimate is shown, untested
+        if test is not None:
+            k = model.Contrast(**vars(test), why=why)
+        else:  # the design model's estimate is shown, untested
             pooled = f.contrast(_unit(f, arm))  # one run not testable even assuming equal noise: say that
             k = model.Contrast(pooled.estimate, None, None, None, None, None,
                                why if method == "data seed" else pooled.why or why)
@@ -227,7 +226,7 @@ def _row(f: model.Fit, arm: str, baseline: str, configs: dict, blocks: dict, see
             sd_diff = math.sqrt(var) if var > 0 else None
     z = stats.z_score(k.estimate, sd_diff) if k.why is None else None
     alpha = ALPHA / max(n_arms, 1)  # the verdict's own multiplicity (Holm's first step, Bonferroni)
-    return {"delta": k.estimate, "delta_se": k.se, "df": k.df, "ci": k.ci, "t": k.statistic, "p": k.p,
+    return {"delta": k.estimate, "delta_se": k.se, "df": k.df, "ci": k.ci, "t": k.t, "p": k.p,
             "why_not_testable": k.why, "pairing": pairing, "n_blocks_shared": n_shared, "z": z,
             "method": method, "assumption": assumption,
             "band": stats.sigma_band(z) if z is not None else "", "sd_difference": sd_diff,
