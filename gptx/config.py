@@ -62,6 +62,11 @@ class InitDistribution(str, Enum):
     nanogpt = "nanogpt"
 
 
+class DataOrder(str, Enum):
+    permutation = "permutation"
+    random_offsets = "random_offsets"
+
+
 class DataFormat(str, Enum):
     text = "text"
     tokens = "tokens"
@@ -183,6 +188,10 @@ class DataConfig:
     """text format: share of tokens kept as the fixed test set (where: data.split_order)."""
     test_sequences: int | None = None
     """Use only the first N test sequences (null = every full sequence of the test split)."""
+    order: DataOrder = DataOrder.permutation
+    """How training batches are drawn. permutation: the training split cut into non-overlapping sequences,
+    shuffled each epoch by data_seed (corpus order without one); random_offsets: windows at uniformly random
+    token offsets, with replacement, drawn from (data_seed, step) (nanoGPT's get_batch; needs a data_seed)."""
 
     def __post_init__(self) -> None:
         for key in ("val_fraction", "test_fraction"):
@@ -364,6 +373,8 @@ class GptxConfig:
                 f"model.vocab_size={self.model.vocab_size} but data.vocab has {len(self.data.vocab)} "
                 f"characters: set model.vocab_size={len(self.data.vocab)}"
             )
+        if self.data.order is DataOrder.random_offsets and self.data_seed is None:
+            raise ConfigError("data.order=random_offsets draws its windows from data_seed: set data_seed")
         for key in ("init_seed", "train_seed", "data_seed"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 2**63:
@@ -473,7 +484,7 @@ def to_plain_dict(cfg: DictConfig | GptxConfig) -> dict[str, Any]:
 # checkpoints resume).
 ADDED_KEY_DEFAULTS = {"model.mlp": "gelu_mlp", "model.attention": "multi_head", "model.norm": "layer_norm",
                       "model.position": "learned", "train.optimizer": "adamw", "model.init": "pytorch",
-                      "model.bias": True}
+                      "model.bias": True, "data.order": "permutation"}
 
 
 def config_sha256(plain: dict[str, Any]) -> str:

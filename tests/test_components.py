@@ -81,9 +81,10 @@ def test_no_position_encoding_drops_the_embedding_and_nothing_else():
 
 def test_keys_added_for_nanogpts_recipe_at_their_default_leave_config_sha256_as_before():
     plain = to_plain_dict(typed_config())
-    older = {**plain, "model": {k: v for k, v in plain["model"].items() if k not in ("init", "bias")}}
+    older = {**plain, "model": {k: v for k, v in plain["model"].items() if k not in ("init", "bias")},
+             "data": {k: v for k, v in plain["data"].items() if k != "order"}}
     assert config_sha256(plain) == config_sha256(older)
-    for key in ("model.bias=false", "model.init=nanogpt"):
+    for key in ("model.bias=false", "model.init=nanogpt", "data.order=random_offsets"):
         assert config_sha256(to_plain_dict(typed_config(key, "data_seed=1"))) != config_sha256(
             to_plain_dict(typed_config("data_seed=1"))), key
 
