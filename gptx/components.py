@@ -34,11 +34,11 @@ KINDS = {"mlp": "model.mlp", "attention": "model.attention", "norm": "model.norm
 
 # gptx's own components: kind -> name -> "module:attribute" (imported when selected, like an entry point).
 BUILTIN = {
-    "mlp": {"gelu_mlp": "gptx.model:FeedForward"},
+    "mlp": {"gelu_mlp": "gptx.model:FeedForward", "gelu_exact_mlp": "gptx.model:ExactGeluFeedForward"},
     "attention": {"multi_head": "gptx.model:MultiHeadAttention"},
     "norm": {"layer_norm": "gptx.model:layer_norm"},
     "position": {"learned": "gptx.model:LearnedPosition", "none": "gptx.model:NoPosition"},
-    "optimizer": {"adamw": "gptx.model:adamw"},
+    "optimizer": {"adamw": "gptx.model:adamw", "adamw_2d_decay": "gptx.model:adamw_2d_decay"},
     "lr_schedule": {"constant": "gptx.schedule:constant", "cosine": "gptx.schedule:cosine"},
 }
 

@@ -57,6 +57,16 @@ class InitScheme(str, Enum):
     sequential = "sequential"
 
 
+class InitDistribution(str, Enum):
+    pytorch = "pytorch"
+    nanogpt = "nanogpt"
+
+
+class DataOrder(str, Enum):
+    permutation = "permutation"
+    random_offsets = "random_offsets"
+
+
 class DataFormat(str, Enum):
     text = "text"
     tokens = "tokens"
@@ -114,8 +124,15 @@ class ModelConfig:
     """per_parameter: each parameter drawn from its own stream seeded by (init_seed, name), so
     interventions leave shared parameters identical; sequential: one stream in construction order
     (the study's behaviour)."""
+    init: InitDistribution = InitDistribution.pytorch
+    """The distributions initial weights are drawn from. pytorch: each module's own reset_parameters (the
+    study's); nanogpt: every Linear and Embedding weight N(0, 0.02), the residual projections (the last Linear
+    of each block's attention and MLP) N(0, 0.02/sqrt(2 n_layers)), biases 0 (needs init_scheme=per_parameter)."""
+    bias: bool = True
+    """Biases on the Linear layers and LayerNorms (false: none anywhere, as nanoGPT's bias=False)."""
     mlp: str = "gelu_mlp"
-    """The MLP of each block, a registered component: gelu_mlp (4x wide, tanh GELU), or a plugin's."""
+    """The MLP of each block, a registered component: gelu_mlp (4x wide, tanh GELU), gelu_exact_mlp (the same
+    with the exact erf GELU, as nanoGPT), or a plugin's."""
     attention: str = "multi_head"
     """The attention of each block, a registered component: multi_head (causal, Q/K/V separate), or a
     plugin's."""
@@ -138,6 +155,10 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if not self.bias and self.qkv_bias:
+            raise ConfigError("model.bias=false removes every bias, model.qkv_bias=true asks for some: choose one")
+        if self.init is InitDistribution.nanogpt and self.init_scheme is not InitScheme.per_parameter:
+            raise ConfigError("model.init=nanogpt needs model.init_scheme=per_parameter")
 
 
 @dataclass
@@ -167,6 +188,10 @@ class DataConfig:
     """text format: share of tokens kept as the fixed test set (where: data.split_order)."""
     test_sequences: int | None = None
     """Use only the first N test sequences (null = every full sequence of the test split)."""
+    order: DataOrder = DataOrder.permutation
+    """How training batches are drawn. permutation: the training split cut into non-overlapping sequences,
+    shuffled each epoch by data_seed (corpus order without one); random_offsets: windows at uniformly random
+    token offsets, with replacement, drawn from (data_seed, step) (nanoGPT's get_batch; needs a data_seed)."""
 
     def __post_init__(self) -> None:
         for key in ("val_fraction", "test_fraction"):
@@ -211,10 +236,11 @@ class TrainConfig:
     min_lr_factor: float = 0.1
     """cosine: the last step's lr is lr * this factor."""
     optimizer: str = "adamw"
-    """The optimizer, a registered component: adamw (PyTorch's fused AdamW over every parameter), or a
-    plugin's (it reads the train.* keys it needs)."""
+    """The optimizer, a registered component: adamw (PyTorch's fused AdamW over every parameter),
+    adamw_2d_decay (the same, weight decay on matrices and embeddings only, as nanoGPT), or a plugin's (it reads
+    the train.* keys it needs)."""
     weight_decay: float = 0.1
-    """AdamW weight decay, applied to every parameter (as in the study)."""
+    """AdamW weight decay, applied to every parameter (as in the study; adamw_2d_decay: 2-D tensors only)."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.999
@@ -347,6 +373,8 @@ class GptxConfig:
                 f"model.vocab_size={self.model.vocab_size} but data.vocab has {len(self.data.vocab)} "
                 f"characters: set model.vocab_size={len(self.data.vocab)}"
             )
+        if self.data.order is DataOrder.random_offsets and self.data_seed is None:
+            raise ConfigError("data.order=random_offsets draws its windows from data_seed: set data_seed")
         for key in ("init_seed", "train_seed", "data_seed"):
             value = getattr(self, key)
             if value is not None and not 0 <= value < 2**63:
@@ -451,17 +479,19 @@ def to_plain_dict(cfg: DictConfig | GptxConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
-# The component keys (gptx.components) came after runs were made: hashed only when set off their default,
-# so a run made before them keeps its config_sha256 (its folder is skipped, its checkpoints resume).
-COMPONENT_DEFAULTS = {"model.mlp": "gelu_mlp", "model.attention": "multi_head", "model.norm": "layer_norm",
-                      "model.position": "learned", "train.optimizer": "adamw"}
+# Keys that came after runs were made (the components of gptx.components, then nanoGPT's recipe): hashed only
+# when set off their default, so a run made before them keeps its config_sha256 (its folder is skipped, its
+# checkpoints resume).
+ADDED_KEY_DEFAULTS = {"model.mlp": "gelu_mlp", "model.attention": "multi_head", "model.norm": "layer_norm",
+                      "model.position": "learned", "train.optimizer": "adamw", "model.init": "pytorch",
+                      "model.bias": True, "data.order": "permutation"}
 
 
 def config_sha256(plain: dict[str, Any]) -> str:
     """Hash of everything that determines a run's numbers (keys in NON_SEMANTIC_KEYS left out, component
-    keys at their default too)."""
+    keys added since runs were made at their default too)."""
     flat = flatten(plain)
-    at_default = tuple(k for k, v in COMPONENT_DEFAULTS.items() if flat.get(k) == v)
+    at_default = tuple(k for k, v in ADDED_KEY_DEFAULTS.items() if flat.get(k) == v)
     semantic = _without(plain, NON_SEMANTIC_KEYS + at_default)
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 

@@ -1,8 +1,9 @@
 """Token data: the train / validation / test splits and the order in which training sees them.
 
 Every split is a list of token arrays (memory-mapped for token files, so a dataset is never loaded
-into RAM whole) cut into non-overlapping sequences of `seq_len + 1` tokens. Which sequences form
-the batch of optimizer step `s` is a pure function of `(s, data_seed)`, so the data position of a
+into RAM whole) cut into non-overlapping sequences of `seq_len + 1` tokens (with
+`data.order=random_offsets`, the training split into windows at every token offset). Which sequences
+form the batch of optimizer step `s` is a pure function of `(s, data_seed)`, so the data position of a
 resumed run is just its step number: nothing is repeated or skipped across a resume.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptx.config import ConfigError, DataConfig, DataFormat, SplitOrder, Tokenizer
+from gptx.config import ConfigError, DataConfig, DataFormat, DataOrder, SplitOrder, Tokenizer
 from gptx.files import LLMC_HEADER_BYTES, LLMC_MAGIC, write_atomic
 from gptx.tokenizer import ASSETS, tokenizer_for
 
@@ -29,14 +30,24 @@ BUNDLED_CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57
 
 @dataclass(frozen=True)
 class Split:
-    """One split of the data: token arrays (shards) read as sequences of seq_len inputs + 1 target."""
+    """One split of the data: token arrays (shards) read as sequences of seq_len inputs + 1 target.
+
+    Sequence i of a shard starts at token i * stride: stride seq_len (the default) cuts the shard into
+    non-overlapping sequences; stride 1 makes every window of seq_len + 1 tokens a sequence.
+    """
 
     shards: tuple[np.ndarray, ...]
     seq_len: int
+    stride: int | None = None
+
+    @property
+    def _step(self) -> int:
+        return self.stride or self.seq_len
 
     @functools.cached_property
     def _shard_starts(self) -> np.ndarray:
-        counts = [(len(s) - 1) // self.seq_len if len(s) > 1 else 0 for s in self.shards]
+        counts = [(len(s) - 1 - self.seq_len) // self._step + 1 if len(s) > self.seq_len else 0
+                  for s in self.shards]
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     @property
@@ -54,7 +65,7 @@ class Split:
         rows = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
         shard_of = np.searchsorted(self._shard_starts, indices, side="right") - 1
         for row, (index, shard) in enumerate(zip(indices, shard_of)):
-            start = (int(index) - int(self._shard_starts[shard])) * self.seq_len
+            start = (int(index) - int(self._shard_starts[shard])) * self._step
             rows[row] = self.shards[shard][start : start + self.seq_len + 1]
         batch = torch.from_numpy(rows)
         return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
@@ -75,7 +86,8 @@ def load_data(cfg: DataConfig, seq_len: int, vocab_size: int) -> TokenData:
         shards = _text_splits(cfg)
     else:
         shards = _token_file_splits(Path(cfg.path))  # type: ignore[arg-type]
-    data = TokenData(*(Split(tuple(s), seq_len) for s in shards))
+    windows = 1 if cfg.order is DataOrder.random_offsets else None  # the training split only
+    data = TokenData(Split(tuple(shards[0]), seq_len, windows), *(Split(tuple(s), seq_len) for s in shards[1:]))
     for name in ("train", "val", "test"):
         split: Split = getattr(data, name)
         if split.n_sequences == 0:
@@ -242,14 +254,18 @@ def _hash_tokens(data: TokenData) -> str:
 class TrainOrder:
     """Which training sequences make up each optimizer step's batch.
 
-    Sample `g = step * batch_size + j` is position `g mod n` of epoch `g // n`; with a data_seed,
-    each epoch is a permutation seeded by (data_seed, epoch), else corpus order.
+    permutation: sample `g = step * batch_size + j` is position `g mod n` of epoch `g // n`; with a
+    data_seed, each epoch is a permutation seeded by (data_seed, epoch), else corpus order.
+    random_offsets: batch_size draws, with replacement, uniform over the n sequences (every token offset's
+    window, Split stride 1), from a generator seeded by (data_seed, step), as nanoGPT's get_batch draws.
     """
 
-    def __init__(self, n_sequences: int, batch_size: int, data_seed: int | None):
+    def __init__(self, n_sequences: int, batch_size: int, data_seed: int | None,
+                 order: DataOrder = DataOrder.permutation):
         self.n_sequences = n_sequences
         self.batch_size = batch_size
         self.data_seed = data_seed
+        self.order = order
         self._cached: tuple[int, np.ndarray] | None = None
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -263,6 +279,8 @@ class TrainOrder:
 
     def step_indices(self, step: int) -> np.ndarray:
         """Sequence indices of the batch of optimizer step `step` (0-based)."""
+        if self.order is DataOrder.random_offsets:
+            return np.random.default_rng([self.data_seed, step]).integers(self.n_sequences, size=self.batch_size)
         samples = np.arange(step * self.batch_size, (step + 1) * self.batch_size, dtype=np.int64)
         epochs, positions = np.divmod(samples, self.n_sequences)
         out = np.empty_like(samples)

@@ -223,7 +223,7 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
                   wall: Callable[[], float]) -> dict[str, Any]:
     """Optimizer steps from `position` to the end; returns the final losses, throughput and clipping counts."""
     cfg, t, world = tr.cfg, tr.cfg.train, tr.world
-    order = TrainOrder(tr.data.train.n_sequences, t.batch_size, cfg.data_seed)
+    order = TrainOrder(tr.data.train.n_sequences, t.batch_size, cfg.data_seed, cfg.data.order)
     tokens_per_step = t.batch_size * tr.seq_len
     per_token, peak = flops_per_token(tr.model, tr.seq_len), training_peak_flops(tr)
     per_rank = t.batch_size // world.size

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptx import components
-from gptx.config import ConfigError, InitScheme, ModelConfig, TrainConfig
+from gptx.config import ConfigError, InitDistribution, InitScheme, ModelConfig, TrainConfig
 from gptx.loss import linear_cross_entropy
 
 
@@ -61,6 +61,14 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+class ExactGeluFeedForward(FeedForward):
+    """`model.mlp=gelu_exact_mlp`: FeedForward with the exact (erf) GELU, nanoGPT's; same parameters and names."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.layers[1] = nn.GELU()
 
 
 def layer_norm(cfg: ModelConfig) -> nn.LayerNorm:
@@ -119,6 +127,12 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.weight_tying:
             self.out_head.weight = self.tok_emb.weight
+        if not cfg.bias:
+            # Here rather than in each component, so the components' code (and the source hashes runs record
+            # for them) stays as it was; the same rule reaches a plugin's Linear layers and LayerNorms.
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                    module.bias = None
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 reduction: str = "mean") -> torch.Tensor:
@@ -158,18 +172,36 @@ def build_model(cfg: ModelConfig, init_seed: int) -> GPTModel:
     adding a parameter shifts every later one). `per_parameter` builds inside a forked RNG, leaving
     the global stream untouched, then draws each parameter from its own generator seeded by
     (init_seed, name): a parameter's initial values depend on nothing but its name and shape.
+    `cfg.init` picks the distributions: PyTorch's defaults, or nanoGPT's (`_init_like_nanogpt`).
     """
     if cfg.init_scheme is InitScheme.sequential:
         return GPTModel(cfg)
     with torch.random.fork_rng(devices=[]):
         model = GPTModel(cfg)
+    residual = residual_projections(model)
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             name = f"{module_name}.{param_name}" if module_name else param_name
             if module is model.out_head and cfg.weight_tying:
                 continue  # the tied head is tok_emb.weight, initialised as the embedding
-            _init_like_default(module, param_name, param, parameter_generator(init_seed, name))
+            gen = parameter_generator(init_seed, name)
+            if cfg.init is InitDistribution.nanogpt:
+                _init_like_nanogpt(module, param_name, param, gen, module in residual, cfg.n_layers)
+            else:
+                _init_like_default(module, param_name, param, gen)
     return model
+
+
+def residual_projections(model: GPTModel) -> set[nn.Module]:
+    """The Linear layers that write into the residual stream: the last Linear of each block's `att` and `ff`
+    (att.out_proj and ff.layers.2 in gptx's own; a plugin's, such as SwiGLU's `down`, found the same way)."""
+    found = set()
+    for block in model.trf_blocks:
+        for part in (block.att, block.ff):
+            linears = [m for m in part.modules() if isinstance(m, nn.Linear)]
+            if linears:
+                found.add(linears[-1])
+    return found
 
 
 def parameter_generator(init_seed: int, name: str) -> torch.Generator:
@@ -200,9 +232,33 @@ def _init_like_default(module: nn.Module, param_name: str, param: torch.Tensor, 
                         f"{type(module).__name__} an init_parameter(param_name, param, generator) method")
 
 
+@torch.no_grad()
+def _init_like_nanogpt(module: nn.Module, param_name: str, param: torch.Tensor, gen: torch.Generator,
+                       residual: bool, n_layers: int) -> None:
+    """nanoGPT's `_init_weights` (GPT-2's), from `gen`: Linear and Embedding weights N(0, 0.02), residual
+    projections N(0, 0.02/sqrt(2 n_layers)), Linear biases 0; norms and plugins' modules as under pytorch."""
+    if isinstance(module, nn.Linear) and param_name == "bias":
+        nn.init.zeros_(param)
+    elif isinstance(module, (nn.Linear, nn.Embedding)) and not hasattr(module, "init_parameter"):
+        std = 0.02 / math.sqrt(2 * n_layers) if residual else 0.02
+        nn.init.normal_(param, 0.0, std, generator=gen)
+    else:
+        _init_like_default(module, param_name, param, gen)
+
+
 def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """gptx's optimizer (`train.optimizer=adamw`): AdamW with train.lr, beta1, beta2 and weight_decay."""
     return configure_optimizer(model, cfg.lr, (cfg.beta1, cfg.beta2), cfg.weight_decay)
+
+
+def adamw_2d_decay(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """nanoGPT's optimizer (`train.optimizer=adamw_2d_decay`): fused AdamW, train.weight_decay on tensors of two
+    or more dimensions (matrices, embeddings), none on biases and norm gains."""
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=True)
 
 
 def configure_optimizer(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float,

@@ -10,7 +10,7 @@ import torch
 
 from gptx import components
 from gptx.config import ConfigError, config_sha256, to_plain_dict
-from gptx.model import FeedForward, GPTModel, build_model
+from gptx.model import FeedForward, GPTModel, adamw_2d_decay, build_model
 from gptx.schedule import lr_at
 
 from conftest import REPO, typed_config
@@ -79,6 +79,41 @@ def test_no_position_encoding_drops_the_embedding_and_nothing_else():
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_keys_added_for_nanogpts_recipe_at_their_default_leave_config_sha256_as_before():
+    plain = to_plain_dict(typed_config())
+    older = {**plain, "model": {k: v for k, v in plain["model"].items() if k not in ("init", "bias")},
+             "data": {k: v for k, v in plain["data"].items() if k != "order"}}
+    assert config_sha256(plain) == config_sha256(older)
+    for key in ("model.bias=false", "model.init=nanogpt", "data.order=random_offsets"):
+        assert config_sha256(to_plain_dict(typed_config(key, "data_seed=1"))) != config_sha256(
+            to_plain_dict(typed_config("data_seed=1"))), key
+
+
+def test_exact_gelu_mlp_differs_from_gelu_mlp_only_in_the_gelu():
+    base = build_model(typed_config().model, 3)
+    exact = build_model(typed_config("model.mlp=gelu_exact_mlp").model, 3)
+    a, b = base.state_dict(), exact.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
+    ff, layers = exact.trf_blocks[0].ff, base.trf_blocks[0].ff.layers
+    assert torch.equal(ff(x), layers[2](torch.nn.functional.gelu(layers[0](x))))
+    assert not torch.equal(ff(x), base.trf_blocks[0].ff(x))
+
+
+def test_adamw_2d_decay_decays_matrices_and_embeddings_only():
+    cfg = typed_config("train.optimizer=adamw_2d_decay", "train.lr=0.1", "train.weight_decay=0.5")
+    model = build_model(cfg.model, 3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = adamw_2d_decay(model, cfg.train)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # Adam's own update is then 0: only the decay moves a parameter
+    optimizer.step()
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name] * (1 - 0.1 * 0.5 if p.dim() >= 2 else 1.0)), name
+    assert {n for n, p in model.named_parameters() if p.dim() < 2} >= {"trf_blocks.0.norm1.weight",
+                                                                       "trf_blocks.0.ff.layers.0.bias"}
+
+
 def test_a_plugin_is_selected_by_name_and_recorded_with_its_source_hash(example_plugin):
     cfg = typed_config("model.mlp=swiglu", "model.norm=rms_norm")
     model = build_model(cfg.model, cfg.init_seed)
@@ -89,7 +124,7 @@ def test_a_plugin_is_selected_by_name_and_recorded_with_its_source_hash(example_
     assert used["mlp.swiglu"]["object"] == "gptx_swiglu:SwiGLU"
     assert used["mlp.swiglu"]["source_sha256"] == components.source_sha256(type(model.trf_blocks[0].ff))
     assert used["attention.multi_head"]["distribution"] == "gptx"
-    assert components.registered("mlp") == ["gelu_mlp", "swiglu"]
+    assert components.registered("mlp") == ["gelu_mlp", "gelu_exact_mlp", "swiglu"]
     assert components.differences(used) == []
 
 

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from gptx.config import ConfigError, DataConfig, DataFormat
+from gptx.config import ConfigError, DataConfig, DataFormat, DataOrder
 from gptx.data import LLMC_MAGIC, TrainOrder, load_data
+
+from conftest import typed_config
 
 
 def test_shakespeare_splits_are_fixed_positions():
@@ -41,6 +43,32 @@ def test_seeded_order_is_a_fixed_permutation_per_epoch():
     epoch1 = np.concatenate([a.step_indices(2), a.step_indices(3)])
     assert epoch1.tolist() != epoch0.tolist()
     assert TrainOrder(10, 5, data_seed=4).step_indices(0).tolist() != epoch0[:5].tolist()
+
+
+def test_random_offsets_read_a_window_at_every_token_offset():
+    data = load_data(DataConfig(order=DataOrder.random_offsets), seq_len=8, vocab_size=50257)
+    # every window of 8 + 1 tokens is a sequence (nanoGPT's randint(len(data) - block_size)); val and test
+    # stay cut into non-overlapping sequences
+    assert data.train.n_sequences == 304_223 - 8
+    assert data.test.n_sequences == (16_901 - 1) // 8
+    raw = torch.from_numpy(data.train.shards[0][-9:].astype(np.int64))
+    x, y = data.train.sequences(np.array([3, data.train.n_sequences - 1]))
+    assert torch.equal(x[0], torch.from_numpy(data.train.shards[0][3:11].astype(np.int64)))
+    assert torch.equal(x[1], raw[:8]) and torch.equal(y[1], raw[1:])
+
+
+def test_random_offsets_are_a_pure_function_of_seed_and_step():
+    a = TrainOrder(1000, 12, data_seed=1337, order=DataOrder.random_offsets)
+    b = TrainOrder(1000, 12, data_seed=1337, order=DataOrder.random_offsets)
+    steps = [a.step_indices(s).tolist() for s in range(50)]
+    assert [b.step_indices(s).tolist() for s in reversed(range(50))] == steps[::-1]  # random access
+    draws = np.concatenate(steps)
+    assert len(draws) == 600 and len(set(draws.tolist())) < 600  # with replacement
+    assert draws.min() >= 0 and draws.max() < 1000
+    other = TrainOrder(1000, 12, data_seed=1338, order=DataOrder.random_offsets)
+    assert other.step_indices(0).tolist() != steps[0]
+    with pytest.raises(ConfigError, match="data.order=random_offsets draws its windows from data_seed: set data_seed"):
+        typed_config("data.order=random_offsets")
 
 
 def write_nanogpt(path, tokens):

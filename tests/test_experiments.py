@@ -22,15 +22,16 @@ from gptx.config import (
     from_dictconfig,
     intervention_settings,
     normalize_overrides,
+    to_plain_dict,
 )
-from gptx.model import GPTModel, count_parameters
+from gptx.model import GPTModel, build_model, count_parameters
 from gptx.schedule import lr_at, total_steps
 
 from conftest import TINY, run_gptx
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 # Peer checks reproduce another project's recipe, not the study's set-up (they may set intervention keys).
-PEER_CHECKS = ["nanogpt_shakespeare_char_cpu"]
+PEER_CHECKS = ["nanogpt_shakespeare_char_cpu", "nanogpt_shakespeare_char_cpu_parity"]
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml") if p.stem not in PEER_CHECKS)
 FULL_SIZE = [name for name in EXPERIMENTS if not name.endswith("_miniature")]
 INTERVENTIONS = sorted(p.stem for p in (CONF_DIR / "intervention").glob("*.yaml"))
@@ -195,6 +196,31 @@ def test_the_peer_check_is_nanogpts_cpu_recipe():
 
     assert all(abs(lr_at(step, 2000, t) - nanogpt_lr(step)) < 1e-12 for step in range(100))
     assert max(abs(lr_at(step, 2000, t) - nanogpt_lr(step)) for step in range(2000)) < 5e-7
+
+
+def test_the_parity_preset_is_the_peer_check_on_nanogpts_architecture_and_batches():
+    base, parity = typed_preset("nanogpt_shakespeare_char_cpu"), typed_preset("nanogpt_shakespeare_char_cpu_parity")
+    a, b = flatten(to_plain_dict(base)), flatten(to_plain_dict(parity))
+    assert {k: b[k] for k in a if a[k] != b[k]} == {
+        "model.name": "nanogpt_char_4x128", "model.bias": False, "model.mlp": "gelu_exact_mlp",
+        "model.weight_tying": True, "model.init": "nanogpt", "train.optimizer": "adamw_2d_decay",
+        "data.order": "random_offsets"}
+    model = build_model(parity.model, parity.init_seed)
+    # nanoGPT's model.py: 804,096 parameters, of which it reports 795,904 ("0.80M"), the 64 x 128 position
+    # embeddings left out; gptx's peer check has 816,640 (biases, and an untied 65 x 128 head)
+    assert (count_parameters(model), count_parameters(model) - model.pos_emb.weight.numel()) == (804_096, 795_904)
+    assert meta_parameters(base) == 816_640 == 804_096 + 65 * 128 + 33 * 128  # + the untied head, + 33 x 128 biases
+    assert model.out_head.weight is model.tok_emb.weight and not [n for n, _ in model.named_parameters()
+                                                                  if n.endswith("bias")]
+
+
+def test_the_parity_preset_runs(tmp_path):
+    proc = run_gptx("+experiment=nanogpt_shakespeare_char_cpu_parity", "train.max_steps=2", "train.eval_batches=1",
+                    "data.test_sequences=12", "train.sample_tokens=3", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert {"mlp.gelu_exact_mlp", "optimizer.adamw_2d_decay"} <= set(result["components"])
+    assert math.isfinite(result["test_loss"])
 
 
 def test_an_intervention_the_peer_check_overrides_is_refused():

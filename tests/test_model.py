@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptx.config import InitScheme, ModelConfig
+from gptx.config import ConfigError, InitDistribution, InitScheme, ModelConfig
 from gptx.hashing import parameter_sha256s, weights_sha256
-from gptx.model import GPTModel, build_model, count_parameters, flops_per_token
+from gptx.model import GPTModel, build_model, count_parameters, flops_per_token, residual_projections
 
 from conftest import typed_config
 
@@ -105,3 +105,36 @@ def test_per_parameter_build_leaves_global_stream_untouched():
     torch.manual_seed(5)
     build_model(typed_config().model, 5)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_bias_false_drops_every_bias_and_leaves_the_other_parameters_as_they_were():
+    base = parameter_sha256s(build_model(typed_config().model, 42))
+    model = build_model(typed_config("model.bias=false").model, 42)
+    unbiased = parameter_sha256s(model)
+    assert sorted(base.keys() - unbiased.keys()) == sorted(n for n in base if n.endswith(".bias"))
+    assert not [n for n in unbiased if n.endswith("bias")] and all(base[n] == unbiased[n] for n in unbiased)
+    # 1 layer, d 32: out_proj 32, the MLP's 128 + 32, two LayerNorms 64, the final LayerNorm 32
+    assert count_parameters(build_model(typed_config().model, 42)) - count_parameters(model) == 288
+    with pytest.raises(ConfigError, match="model.bias=false .* model.qkv_bias=true"):
+        typed_config("model.bias=false", "model.qkv_bias=true")
+
+
+def test_nanogpt_init_draws_each_parameter_from_its_own_stream():
+    cfg = ModelConfig(d_model=256, n_heads=4, n_layers=2, init=InitDistribution.nanogpt)
+    model = build_model(cfg, 0)
+    default = dict(build_model(ModelConfig(d_model=256, n_heads=4, n_layers=2), 0).named_parameters())
+    residual = {name for name, m in model.named_modules() if m in residual_projections(model)}
+    assert residual == {f"trf_blocks.{i}.{p}" for i in (0, 1) for p in ("att.out_proj", "ff.layers.2")}
+    for name, param in model.named_parameters():
+        if name.endswith("bias"):  # Linear and LayerNorm biases alike
+            assert torch.equal(param, torch.zeros_like(param)), name
+        elif "norm" in name:
+            assert torch.equal(param, torch.ones_like(param)), name
+        elif name.rsplit(".", 1)[0] in residual:
+            assert abs(param.std().item() - 0.02 / math.sqrt(4)) < 5e-4, name
+        else:
+            assert abs(param.std().item() - 0.02) < 1e-3, name
+    # the same normal draws as the embeddings' N(0, 1) under pytorch: one stream per (init_seed, name)
+    assert torch.equal(model.tok_emb.weight, 0.02 * default["tok_emb.weight"])
+    with pytest.raises(ConfigError, match="model.init=nanogpt needs model.init_scheme=per_parameter"):
+        typed_config("model.init=nanogpt", "model.init_scheme=sequential")

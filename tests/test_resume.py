@@ -176,3 +176,19 @@ def test_a_kill_during_the_final_outputs_reruns_only_them(reference, tmp_path):
     assert_same_as_reference(tmp_path, reference)
     assert result(tmp_path)["train_loss"] == result(reference)["train_loss"]
     assert result(tmp_path)["val_loss"] == result(reference)["val_loss"]
+
+
+def test_random_offset_batches_repeat_bit_for_bit_and_across_a_resume(reference, tmp_path):
+    # data.order=random_offsets draws each step's windows from (data_seed, step) alone: two runs agree bit for
+    # bit, and a run killed after its step-6 checkpoint resumes onto the same windows
+    args = [*RUN, "data.order=random_offsets", "data_seed=3"]
+    first, second, killed = (tmp_path / name for name in ("first", "second", "killed"))
+    for run_dir in (first, second):
+        assert run_gptx(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    assert_same_as_reference(second, first)
+    assert result(first)["final_weights_sha256"] != result(reference)["final_weights_sha256"]
+    interrupted = run_gptx(*args, f"hydra.run.dir={killed}", cwd=tmp_path, env={"GPTX_FAULT": "checkpoint@6=KILL"})
+    assert interrupted.returncode == -signal.SIGKILL
+    assert run_gptx(*args, f"hydra.run.dir={killed}", cwd=tmp_path).returncode == 0
+    assert "resuming from step_00000006" in (killed / "train.log").read_text()
+    assert_same_as_reference(killed, first)
