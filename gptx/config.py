@@ -580,6 +580,14 @@ def arm_settings(plain: dict[str, Any]) -> dict[str, Any]:
     return flatten(_without(plain, NON_SEMANTIC_KEYS + ARM_EXCLUDED_KEYS))
 
 
+def with_added_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """Dotted settings with every key gptx added later (ADDED_KEY_DEFAULTS) that they lack set to its
+    default: a run saved before a key existed and one saved after, at its default, are one configuration (as
+    for config_sha256), so the analysis never splits one arm in two by gptx's version, while another value
+    of the key is still another arm."""
+    return {**ADDED_KEY_DEFAULTS, **flat}
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"train": {"lr": 1}} -> {"train.lr": 1}: dotted keys, as overrides and trackers name them."""
     flat: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import yaml
 
 from gptx.analysis.arms import existing_base, missing_baseline, name_arms, study_conflicts
 from gptx.analysis.runs import Run, run_from_result
-from gptx.config import ConfigError
+from gptx.config import ADDED_KEY_DEFAULTS, ConfigError
 from gptx.files import INTERVENTIONS_FILE, RESULT_FILE, STUDY_FILE
 from gptx.interventions import FolderSource, SearchPath, check_applied, requested_names, resolve
 
@@ -137,6 +137,19 @@ def test_runs_of_different_configs_are_never_pooled():
     assert [r.arm for r in runs] == ["baseline", "train.lr=0.0008"] * 2
 
 
+def test_a_key_gptx_added_later_at_its_default_does_not_split_an_arm():
+    """A run recorded before model.mlp/model.init existed and one recorded after, at their defaults, are one
+    configuration (as config_sha256 says); another value of such a key is another arm."""
+    old = _run("a")
+    new = _run("b", seed=2)
+    new.result["arm_settings"].update({"model.mlp": "gelu_mlp", "model.init": "pytorch", "data.order": "permutation"})
+    swiglu = _run("c", seed=3)
+    swiglu.result["arm_settings"]["model.mlp"] = "swiglu"
+    assert name_arms([old, new]) == [] and old.arm == new.arm == "baseline"
+    name_arms([old, new, swiglu])
+    assert old.arm == new.arm and swiglu.arm != old.arm
+
+
 def test_an_intervention_at_another_value_is_named_by_the_key_it_changes():
     explained = {"lr_schedule": {"train.lr": 0.0014}}
     runs = [_run("a"), _run("b", arm="lr_schedule", lr=0.0014, intervention_settings=explained),
@@ -157,7 +170,7 @@ def test_a_new_launch_that_changes_a_shared_key_conflicts_unless_it_sweeps_it():
         "train.max_steps=4 there, 3 in this launch"]
     assert study_conflicts(old, {"train.max_steps": 4, "train.lr": 0.002}, {"train.lr": [0.0004, 0.002]}) == []
     assert existing_base([_run("a", arm="qkv_bias", intervention_settings={"qkv_bias": {"train.lr": 0.0004}})],
-                         None) == {"train.max_steps": 4, "model.d_model": 32}
+                         None) == {"train.max_steps": 4, "model.d_model": 32, **ADDED_KEY_DEFAULTS}
 
 
 def test_a_launch_without_its_baseline_is_found():

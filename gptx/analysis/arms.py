@@ -23,9 +23,11 @@ BASELINE = "baseline"
 
 def settings_of(result: dict, folder: Path) -> dict[str, Any] | None:
     """A run's arm settings: recorded in result.json, else derived from its saved config; None if neither."""
+    from gptx.config import with_added_defaults
+
     recorded = result.get("arm_settings")
     if isinstance(recorded, dict):
-        return recorded
+        return with_added_defaults(recorded)  # a record written before a key existed holds its default
     path = Path(folder) / CONFIG_FILE
     try:
         if not path.is_file() or path.stat().st_size > 1 << 20:
@@ -36,7 +38,7 @@ def settings_of(result: dict, folder: Path) -> dict[str, Any] | None:
         tree = parse_safe_yaml(path.read_text(encoding="utf-8"), path)
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return arm_settings(tree) if isinstance(tree, dict) else None
+    return with_added_defaults(arm_settings(tree)) if isinstance(tree, dict) else None
 
 
 def _explained(result: dict) -> dict[str, Any]:
