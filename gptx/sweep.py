@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gptx.analysis.runs import load_runs, write_runs_csv
 from gptx.config import ConfigError, LoggerConfig
+from gptx.errors import exit_with
 from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, read_json_object, write_atomic
 from gptx.folders import FolderRefused, take_lock
 from gptx.trackers import check_available, log_report, prepare_sweep_store
@@ -119,10 +120,10 @@ def lock_sweep(sweep_dir: str | os.PathLike) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         _held_locks[key] = take_lock(sweep_dir / LOCK_FILE, f"sweep folder {sweep_dir}", "wait or pick sweep=OTHER")
     except FolderRefused as err:
-        sys.exit(f"gptx: error: {str(err).replace('another gptx process', 'another launch')}")
+        exit_with(str(err).replace("another gptx process", "another launch"))
     except OSError as err:
-        sys.exit(f"gptx: error: cannot create the sweep folder {sweep_dir} ({err.strerror or err}); "
-                 "pick sweep=OTHER or output_root=…")
+        exit_with(f"cannot create the sweep folder {sweep_dir} ({err.strerror or err}); "
+                  "pick sweep=OTHER or output_root=…")
 
 
 def unlock_sweep(sweep_dir: str | os.PathLike) -> None:
@@ -150,7 +151,7 @@ class SweepCallback(Callback):
             self.sweep_dir = str(config.hydra.sweep.dir)
         except Exception as e:  # noqa: BLE001 - a bad sweep= name: one line here beats Hydra's traceback later
             first_line = (str(e) or type(e).__name__).splitlines()[0]
-            sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
+            exit_with(_RESOLVER_ERROR_PREFIX.sub("", first_line))
         self.created = not Path(self.sweep_dir).exists()
         self.study = check_one_study(config, Path(self.sweep_dir))
         self.logger = _checked_logger(config)
@@ -265,9 +266,9 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
     if old is not None:
         conflicts = study_conflicts(old, base, swept)
         if conflicts:
-            sys.exit(f"gptx: error: {sweep_dir} holds another study ({'; '.join(conflicts)}); its runs and "
-                     "this launch's would be mixed in one report: pick another sweep=NAME, or sweep the key "
-                     "with both values to compare them as arms")
+            exit_with(f"{sweep_dir} holds another study ({'; '.join(conflicts)}); its runs and "
+                      "this launch's would be mixed in one report: pick another sweep=NAME, or sweep the key "
+                      "with both values to compare them as arms")
     missing = missing_baseline(base, interventions, swept)
     has_baseline = any(r.arm == "baseline" and r.included for r in runs)
     basic = str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper")
@@ -287,7 +288,7 @@ def _checked_logger(config: DictConfig) -> dict[str, Any] | None:
     try:
         check_available(str(logger["name"]))
     except ConfigError as err:
-        sys.exit(f"gptx: error: {err}")
+        exit_with(err)
     return logger
 
 

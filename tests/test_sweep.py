@@ -85,14 +85,15 @@ def test_a_failing_report_never_hides_the_runs_table(tmp_path, monkeypatch, caps
     assert "report not written (RuntimeError: plot backend exploded)" in capsys.readouterr().err
 
 
-def test_a_sweep_folder_in_use_by_another_launch_is_refused(tmp_path):
+def test_a_sweep_folder_in_use_by_another_launch_is_refused(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gptx.sweep import lock_sweep; "
                                f"lock_sweep({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(SystemExit, match="in use by another launch"):
+        with pytest.raises(SystemExit) as refused:
             lock_sweep(tmp_path)
+        assert refused.value.code == 2 and "in use by another launch" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()
