@@ -136,7 +136,7 @@ def test_the_sweep_runs_as_slurm_jobs_and_a_relaunch_submits_nothing(tmp_path):
 
     again = run_gptx(*args, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "slurm: 6 jobs: 6 skipped" in again.stdout and "Submitted SLURM" not in again.stderr
+    assert "slurm: 6 jobs: 6 completed; 6 skipped" in again.stdout and "Submitted SLURM" not in again.stderr
 
 
 def reference_run(tmp_path: Path) -> dict:

@@ -176,7 +176,7 @@ def test_relaunching_a_sweep_named_the_old_way_finishes_it_in_its_own_folders(tm
     again = run_app("hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=old", "init_seed=1,2,3", "mode=ok",
                     cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "local_gpus: 3 jobs: 2 skipped, 1 completed" in again.stdout
+    assert "local_gpus: 3 jobs: 3 completed; 2 skipped" in again.stdout
     assert "local_gpus: 3/3 done: init_seed=3 completed" in again.stdout  # one line as each job ends
     assert {p: p.stat().st_mtime_ns for p in done} == done
     assert run_folders(sweep) == ["init_seed=1,mode=ok", "init_seed=2,mode=ok", "init_seed=3"]
