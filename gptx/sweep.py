@@ -37,6 +37,7 @@ RUN_COLUMNS = (
 
 _RESOLVER_ERROR_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
 _held_locks: dict[str, UnixFileLock] = {}  # sweep dir -> its lock, held until the multirun ends
+_launches: list["SweepCallback"] = []  # this process's multiruns, for abandon_launches_that_ran_nothing
 
 
 def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -160,6 +161,7 @@ class SweepCallback(Callback):
             _guarded(lambda: prepare_sweep_store(LoggerConfig(**self.logger), Path(self.sweep_dir)))
         self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
         self.finished = False
+        _launches.append(self)
         # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
         atexit.register(self._finish_at_exit)
 
@@ -224,6 +226,16 @@ class SweepCallback(Callback):
         sys.stdout.flush()
         unlock_sweep(sweep_dir)
         return failed
+
+
+def abandon_launches_that_ran_nothing() -> None:
+    """A multirun that stopped before any job touched a run folder (Hydra could not compose the first job):
+    write nothing at exit, as a refused launch, so its one error line is all it says."""
+    for launch in _launches:
+        if launch.finished or launch.sweep_dir is None:
+            continue
+        if {str(d): _fingerprint(d) for d in find_run_dirs(launch.sweep_dir)} == launch.before:
+            launch.abandon()
 
 
 def swept_values(config: DictConfig) -> dict[str, list]:

@@ -176,6 +176,9 @@ def cli() -> None:
     try:
         main()
     except CompactHydraException as err:
+        from gptx.sweep import abandon_launches_that_ran_nothing
+
+        abandon_launches_that_ran_nothing()
         errors.exit_with(_composition_message(err))
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -61,6 +61,15 @@ def test_train_says_a_config_error_in_one_line_and_exits_2(override, fragment, t
     assert not (tmp_path / "run" / "result.json").exists()
 
 
+@pytest.mark.slow
+def test_a_sweep_hydra_cannot_compose_is_one_line_and_no_runs_table(tmp_path):
+    proc = run_gptx("-m", "model=nope,gpt2_tiny", "sweep=refused", *TINY, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("gptx: error: In 'config': Could not find 'model/nope'") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert "runs.csv" not in proc.stdout and not (tmp_path / "multirun_outputs" / "refused" / "runs.csv").exists()
+
+
 def test_hydra_full_error_still_gives_hydras_own_trace(tmp_path):
     proc = run_gptx("model=nope", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "MissingConfigException" in proc.stderr
