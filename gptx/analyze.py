@@ -13,7 +13,6 @@ summary.json, noise.png: the table is the runs, and has no curves). The analysis
 torch-free package `gptx.analysis`; docs/analysis.md explains every statistic.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from gptx.analysis.report import markdown, table
 from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
 from gptx.analysis.sequential import Plan, replay, with_sequential_verdicts
 from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
+from gptx.errors import ArgumentParser, entry_point
 from gptx.files import ADAPTIVE_FILE, RUNS_CSV
 
 
@@ -95,14 +95,10 @@ def _adaptive_plan(paths: list[Path]):
         raise UserError(f"cannot read the adaptive sweep's plan {path}: {e}") from e
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, like every other user error, instead of usage + error
-        self.exit(2, f"gptx.analyze: error: {message} (see --help)\n")
-
-
+@entry_point(UserError)
 def main(argv: list[str] | None = None) -> int:
-    """Command line: analyse, print the table, write the report files; user errors print one line, exit 2."""
-    parser = _Parser(prog="python -m gptx.analyze", description=__doc__.split("\n\n")[0])
+    """Command line: analyse, print the table, write the report files; a user error is one line, exit 2."""
+    parser = ArgumentParser(prog="python -m gptx.analyze", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path,
                         help="sweep or run folders holding result.json, or one table of runs (.csv, .jsonl, .json, "
                              ".parquet)")
@@ -121,20 +117,16 @@ def main(argv: list[str] | None = None) -> int:
                              "baseline's (docs/analysis.md)")
     parser.add_argument("--no-plots", action="store_true", help="skip noise.png and curves.png")
     args = parser.parse_args(argv)
-    try:
-        if args.out is None and len(args.paths) > 1:
-            raise UserError("several PATHs given: say where the report goes with --out DIR")
-        if not args.min_effect > 0:
-            raise UserError(f"--min-effect must be a positive number, got {args.min_effect}")
-        first = args.paths[0]
-        out = args.out or (first if first.is_dir() else
-                           tables.report_dir(first) if tables.is_table(first) else first.parent)
-        summary = write_report(args.paths, out, args.baseline or "baseline", args.metric, args.seed,
-                               args.min_effect, plots=not args.no_plots, strict_baseline=args.baseline is not None,
-                               equal_noise=args.assume_equal_noise)
-    except UserError as e:
-        print(f"gptx.analyze: error: {e}", file=sys.stderr)
-        return 2
+    if args.out is None and len(args.paths) > 1:
+        raise UserError("several PATHs given: say where the report goes with --out DIR")
+    if not args.min_effect > 0:
+        raise UserError(f"--min-effect must be a positive number, got {args.min_effect}")
+    first = args.paths[0]
+    out = args.out or (first if first.is_dir() else
+                       tables.report_dir(first) if tables.is_table(first) else first.parent)
+    summary = write_report(args.paths, out, args.baseline or "baseline", args.metric, args.seed,
+                           args.min_effect, plots=not args.no_plots, strict_baseline=args.baseline is not None,
+                           equal_noise=args.assume_equal_noise)
     print(table(summary))
     print(f"\nreport written to {out / 'report.md'}")
     return 0

@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gptx.errors import UsageError
 from gptx.faults import maybe_fire
 from gptx.files import CHECKPOINT_DIR, dir_mode, file_mode
 from gptx.hashing import named_tensors
@@ -40,7 +41,7 @@ KEEP = 2  # the newest and the one before it, as a fallback
 _OWN_NAME = re.compile(r"(\.tmp-)?step_\d{8,}(-\w+)?")  # the names gptx gives checkpoint folders
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError, RuntimeError):
     """Checkpoints exist but none can be trusted: resuming would silently restart from step 0."""
 
 

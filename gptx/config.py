@@ -24,6 +24,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptx.errors import UsageError
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 # Keys that say where or how a run is filed or saved, not what it computes: left out of
@@ -48,7 +50,7 @@ def normalize_overrides(overrides: list[str]) -> list[str]:
     return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A setting has a value gptx cannot run with; the message names the setting."""
 
 

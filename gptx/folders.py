@@ -20,6 +20,7 @@ from pathlib import Path
 
 from filelock import Timeout, UnixFileLock
 
+from gptx.errors import UsageError
 from gptx.files import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -37,7 +38,7 @@ _LAUNCH_FILES = {TRAIN_LOG, CONSOLE_LOG, RUN_LOCK_FILE}
 _MARKER_TEXT = b"gptx run folder: written, resumed and cleaned by gptx only\n"
 
 
-class FolderRefused(ValueError):
+class FolderRefused(UsageError, ValueError):
     """A folder gptx will not work in (not its own, another sweep's, or its lock cannot be taken)."""
 
 

@@ -28,7 +28,6 @@ import hashlib
 import itertools
 import os
 import re
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from gptx.errors import exit_with
 from gptx.files import OVERRIDES_FILE, SWEEP_ROOT, create_exclusive_dir
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -305,8 +305,7 @@ class ExclusiveFolders(Callback):
                 check_run_folder(run_dir)
             check_writable(run_dir)
         except FolderRefused as err:  # Hydra turns a callback's exception into a warning: exit instead
-            print(f"gptx: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            exit_with(err)
         if by_clock:
             reserved = reserve(run_dir)
             with read_write(config.hydra.run):
@@ -391,8 +390,6 @@ def check_basic_launch(config: DictConfig) -> None:
         parsed = [_parse(line) for line in job]
         name = run_subdir(_dirname(_left_in(parsed, leave_out), naming) or _dirname(parsed, naming))
         if name in seen:  # Hydra turns a callback's exception into a warning: only an exit stops the launch
-            print(f"gptx: error: jobs #{seen[name]} and #{idx} would share the run folder {name}: they differ only "
-                  "in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)",
-                  file=sys.stderr)
-            raise SystemExit(2)
+            exit_with(f"jobs #{seen[name]} and #{idx} would share the run folder {name}: they differ only "
+                      "in keys left out of the folder name (hydra.job.config.override_dirname.exclude_keys)")
         seen[name] = idx

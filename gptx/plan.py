@@ -16,7 +16,6 @@ plan.md and plan.json into --out (default: the pilot folder, `<stem>-report/` be
 ./gptx-plan).
 """
 
-import argparse
 import json
 import math
 import statistics
@@ -29,17 +28,13 @@ from gptx.analysis.runs import UserError, load_runs
 from gptx.analysis.sequential import MAX_SEEDS as ADAPTIVE_SEEDS
 from gptx.analysis.sequential import Plan
 from gptx.analysis.summary import analyze, jsonable
+from gptx.errors import ArgumentParser, entry_point
 from gptx.files import write_atomic
 
 STUDY_EXPERIMENT = "gpt2_small_chinchilla"
 STUDY_SECONDS, STUDY_GPUS = 3 * 3600 + 24 * 60, 8  # the study's measured run: 3 h 24 min on 8×A100 40 GB
 PRICE = 2.0  # US$ per GPU-hour: the study paid "more than US$50" a run of 27.2 GPU-hours
 MAX_SEEDS = 200
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, like every other user error
-        self.exit(2, f"gptx.plan: error: {message} (see --help)\n")
 
 
 def fixed_power(n: int, k: int, sd_init: float, sd_train: float, effect: float, alpha: float,
@@ -256,8 +251,10 @@ def markdown(p: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+@entry_point(UserError)
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m gptx.plan", description=__doc__.split("\n\n")[0])
+    """Command line: plan, print plan.md and write it with plan.json; a user error is one line, exit 2."""
+    parser = ArgumentParser(prog="python -m gptx.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("pilot", nargs="?", type=Path,
                         help="a pilot sweep folder, or a table of runs, whose noise to plan from")
     parser.add_argument("--min-effect", type=float, default=0.01, help="smallest Δ worth finding (default 0.01)")
@@ -277,27 +274,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--out", type=Path, help="folder for plan.md and plan.json")
     args = parser.parse_args(argv)
+    for name, ok in (("--min-effect", args.min_effect > 0), ("--power", 0 < args.power < 1),
+                     ("--alpha", 0 < args.alpha < 1), ("--gpus", args.gpus >= 1), ("--mfu", 0 < args.mfu <= 1),
+                     ("--price", args.price >= 0), ("--sims", args.sims >= 1),
+                     ("--arms", args.arms is None or args.arms >= 1)):
+        if not ok:
+            raise UserError(f"{name} is out of range ({getattr(args, name[2:].replace('-', '_'))})")
+    if args.pilot is not None and not args.pilot.exists():
+        raise UserError(f"{args.pilot} does not exist")
+    p = make_plan(args)
+    out = args.out or (Path("gptx-plan") if not args.pilot else
+                       tables.report_dir(args.pilot) if tables.is_table(args.pilot) else args.pilot)
+    text = markdown(p)
     try:
-        for name, ok in (("--min-effect", args.min_effect > 0), ("--power", 0 < args.power < 1),
-                         ("--alpha", 0 < args.alpha < 1), ("--gpus", args.gpus >= 1), ("--mfu", 0 < args.mfu <= 1),
-                         ("--price", args.price >= 0), ("--sims", args.sims >= 1),
-                         ("--arms", args.arms is None or args.arms >= 1)):
-            if not ok:
-                raise UserError(f"{name} is out of range ({getattr(args, name[2:].replace('-', '_'))})")
-        if args.pilot is not None and not args.pilot.exists():
-            raise UserError(f"{args.pilot} does not exist")
-        p = make_plan(args)
-        out = args.out or (Path("gptx-plan") if not args.pilot else
-                           tables.report_dir(args.pilot) if tables.is_table(args.pilot) else args.pilot)
-        text = markdown(p)
-        try:
-            write_atomic(out / "plan.json", (json.dumps(jsonable(p), indent=2) + "\n").encode())
-            write_atomic(out / "plan.md", text.encode())
-        except OSError as e:
-            raise UserError(f"cannot write the plan into {out} (--out): {e.strerror or e}") from e
-    except UserError as e:
-        print(f"gptx.plan: error: {e}", file=sys.stderr)
-        return 2
+        write_atomic(out / "plan.json", (json.dumps(jsonable(p), indent=2) + "\n").encode())
+        write_atomic(out / "plan.md", text.encode())
+    except OSError as e:
+        raise UserError(f"cannot write the plan into {out} (--out): {e.strerror or e}") from e
     print(text, end="")
     print(f"\nplan written to {out / 'plan.md'}")
     return 0

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gptx.analysis.runs import load_runs, write_runs_csv
 from gptx.config import ConfigError, LoggerConfig
+from gptx.errors import exit_with
 from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, read_json_object, write_atomic
 from gptx.folders import FolderRefused, take_lock
 from gptx.trackers import check_available, log_report, prepare_sweep_store
@@ -36,6 +37,7 @@ RUN_COLUMNS = (
 
 _RESOLVER_ERROR_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
 _held_locks: dict[str, UnixFileLock] = {}  # sweep dir -> its lock, held until the multirun ends
+_launches: list["SweepCallback"] = []  # this process's multiruns, for abandon_launches_that_ran_nothing
 
 
 def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -119,10 +121,10 @@ def lock_sweep(sweep_dir: str | os.PathLike) -> None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         _held_locks[key] = take_lock(sweep_dir / LOCK_FILE, f"sweep folder {sweep_dir}", "wait or pick sweep=OTHER")
     except FolderRefused as err:
-        sys.exit(f"gptx: error: {str(err).replace('another gptx process', 'another launch')}")
+        exit_with(str(err).replace("another gptx process", "another launch"))
     except OSError as err:
-        sys.exit(f"gptx: error: cannot create the sweep folder {sweep_dir} ({err.strerror or err}); "
-                 "pick sweep=OTHER or output_root=…")
+        exit_with(f"cannot create the sweep folder {sweep_dir} ({err.strerror or err}); "
+                  "pick sweep=OTHER or output_root=…")
 
 
 def unlock_sweep(sweep_dir: str | os.PathLike) -> None:
@@ -150,7 +152,7 @@ class SweepCallback(Callback):
             self.sweep_dir = str(config.hydra.sweep.dir)
         except Exception as e:  # noqa: BLE001 - a bad sweep= name: one line here beats Hydra's traceback later
             first_line = (str(e) or type(e).__name__).splitlines()[0]
-            sys.exit("gptx: error: " + _RESOLVER_ERROR_PREFIX.sub("", first_line))
+            exit_with(_RESOLVER_ERROR_PREFIX.sub("", first_line))
         self.created = not Path(self.sweep_dir).exists()
         self.study = check_one_study(config, Path(self.sweep_dir))
         advice = idle_gpus_warning(config)
@@ -162,6 +164,7 @@ class SweepCallback(Callback):
             _guarded(lambda: prepare_sweep_store(LoggerConfig(**self.logger), Path(self.sweep_dir)))
         self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
         self.finished = False
+        _launches.append(self)
         # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
         atexit.register(self._finish_at_exit)
 
@@ -228,6 +231,16 @@ class SweepCallback(Callback):
         return failed
 
 
+def abandon_launches_that_ran_nothing() -> None:
+    """A multirun that stopped before any job touched a run folder (Hydra could not compose the first job):
+    write nothing at exit, as a refused launch, so its one error line is all it says."""
+    for launch in _launches:
+        if launch.finished or launch.sweep_dir is None:
+            continue
+        if {str(d): _fingerprint(d) for d in find_run_dirs(launch.sweep_dir)} == launch.before:
+            launch.abandon()
+
+
 def swept_values(config: DictConfig) -> dict[str, list]:
     """The keys this multirun varies (command line and hydra.sweeper.params), with their values."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -268,9 +281,9 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
     if old is not None:
         conflicts = study_conflicts(old, base, swept)
         if conflicts:
-            sys.exit(f"gptx: error: {sweep_dir} holds another study ({'; '.join(conflicts)}); its runs and "
-                     "this launch's would be mixed in one report: pick another sweep=NAME, or sweep the key "
-                     "with both values to compare them as arms")
+            exit_with(f"{sweep_dir} holds another study ({'; '.join(conflicts)}); its runs and "
+                      "this launch's would be mixed in one report: pick another sweep=NAME, or sweep the key "
+                      "with both values to compare them as arms")
     missing = missing_baseline(base, interventions, swept)
     # a baseline still running in another launch counts: it will be there for the report
     has_baseline = any(r.arm == "baseline" and (r.included or r.status == "running") for r in runs)
@@ -307,7 +320,7 @@ def _checked_logger(config: DictConfig) -> dict[str, Any] | None:
     try:
         check_available(str(logger["name"]))
     except ConfigError as err:
-        sys.exit(f"gptx: error: {err}")
+        exit_with(err)
     return logger
 
 

@@ -9,15 +9,18 @@ run trains on N processes (see gptx.distributed).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gptx import errors
 from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, normalize_overrides, register_schema
 from gptx.distributed import several_processes
 from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, disk_full, write_atomic
@@ -100,9 +103,9 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
                        intervention_settings=settings, sweep_dir=sweep_dir,
                        launch_files=(str(hydra_wrote),) if hydra_wrote else ())
     except USER_ERRORS as err:
-        print(f"gptx: error: {err}", file=sys.stderr)
+        status = errors.report(err)
         if not multirun:
-            raise SystemExit(2) from None
+            raise SystemExit(status) from None
         # In a sweep, one job's bad value must not stop the others: record it and let Hydra go on.
         if typed is None:  # an invalid config never reached train(), which records the rest
             record_failure(run_dir, err, save_hydra)
@@ -110,8 +113,8 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         raise
     except Exception as err:
         if disk_full(err):
-            print(f"gptx: error: the disk is full ({err}); nothing finished was lost: free space in {run_dir} "
-                  f"and rerun the same command: {_what_resumes(run_dir)}", file=sys.stderr)
+            errors.report(f"the disk is full ({err}); nothing finished was lost: free space in {run_dir} "
+                          f"and rerun the same command: {_what_resumes(run_dir)}")
             if not multirun:
                 raise SystemExit(1) from None
         log.error("run failed: %s: %s", type(err).__name__, err)
@@ -159,9 +162,38 @@ def optimized_value(result: dict[str, Any], metric: str) -> float:
 
 
 def cli() -> None:
-    """The `gptx-train` / `python -m gptx.train` entry: Hydra's, with `+experiment=` taken as `experiment=`."""
+    """The `gptx-train` / `python -m gptx.train` entry: Hydra's, with `+experiment=` taken as `experiment=`,
+    and a config Hydra cannot compose (an unknown option, a bad override, a key the schema lacks) as one
+    line and exit status 2 instead of Hydra's report and 1."""
     sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]
-    main()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's full traces
+        main()
+        return
+    # Hydra prints its own errors and exits 1 (a failed run's status) unless HYDRA_FULL_ERROR is set, its
+    # one way to hand an exception to the caller (facebookresearch/hydra#2923); a run's own failures keep
+    # their status and traceback.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except CompactHydraException as err:
+        from gptx.sweep import abandon_launches_that_ran_nothing
+
+        abandon_launches_that_ran_nothing()
+        errors.exit_with(_composition_message(err))
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _composition_message(err: CompactHydraException) -> str:
+    """Hydra's message, with the override it could not parse and OmegaConf's explanation that it keeps in the
+    cause (e.g. the key not in the schema); less the config search path and OmegaConf's full_key lines."""
+    message = str(err).split("Config search path:")[0].strip()
+    if isinstance(err, OverrideParseException):
+        message = f"cannot parse the override {err.override!r}: {message}"
+    cause = err.__cause__
+    if cause is not None and str(cause) and str(cause) not in message:
+        message += ": " + str(cause).strip().splitlines()[0]
+    return message
 
 
 if __name__ == "__main__":

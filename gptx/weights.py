@@ -16,15 +16,16 @@ import torch
 from safetensors.torch import load_model, save_file
 from torch import nn
 
+from gptx.errors import UsageError
 from gptx.files import MODEL_FILE, RESULT_FILE, file_mode
 from gptx.hashing import weights_sha256
 
 
-class WeightsNotFound(ValueError):
+class WeightsNotFound(UsageError, ValueError):
     """A path that names no weights file; the message says what is wrong with it."""
 
 
-class WeightsDamaged(ValueError):
+class WeightsDamaged(UsageError, ValueError):
     """A weights file whose tensors no longer hash to what the run recorded."""
 
 

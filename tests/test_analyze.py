@@ -381,6 +381,18 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_cli_unknown_baseline_lists_the_arms_and_overwrites_nothing(tmp_path, capsys):
+    paired_sweep(tmp_path, arms=("grad_clip", "qkv_bias"))
+    assert analyze.main([str(tmp_path)]) == 0
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert analyze.main([str(tmp_path), "--baseline", "grad_clipp"]) == 2
+    out, err = capsys.readouterr()
+    assert err == ("gptx: error: --baseline 'grad_clipp' is not an arm of these runs; the arms: baseline, "
+                   "grad_clip, qkv_bias\n") and out == ""
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
 def test_cli_bad_arguments_are_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         analyze.main([])

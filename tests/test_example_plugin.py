@@ -80,7 +80,7 @@ def test_sweep_against_the_baseline_then_reproduce_identical_then_refuse_changed
     assert refused.returncode == 2
     assert refused.stdout == ""
     lines = refused.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gptx.reproduce: error: DIFFERENT CODE, not run: mlp.swiglu "
+    assert len(lines) == 1 and lines[0].startswith("gptx: error: DIFFERENT CODE, not run: mlp.swiglu "
                                                    "from gptx-swiglu 0.1.0: source sha256 ")
     assert len(list((run / "reproductions").iterdir())) == 1  # the IDENTICAL one: the refusal left none
 
@@ -94,7 +94,7 @@ def test_a_saved_config_naming_an_unregistered_component_is_one_line(tmp_path):
     refused = run_gptx(str(tmp_path / "run"), module="gptx.reproduce", cwd=tmp_path)
     assert refused.returncode == 2
     (line,) = refused.stderr.strip().splitlines()
-    assert line.startswith("gptx.reproduce: error: model.mlp=swiglu_from_nowhere is not a registered mlp: "
+    assert line.startswith("gptx: error: model.mlp=swiglu_from_nowhere is not a registered mlp: "
                            "this installation has gelu_mlp")
     assert not (tmp_path / "run" / "reproductions").exists()
 

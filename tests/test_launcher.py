@@ -139,6 +139,38 @@ def test_cpu_only_runs_max_parallel_jobs_with_gpus_hidden(tmp_path):
                                                               str(max(1, (os.cpu_count() or 1) // 2))}
 
 
+def test_the_end_of_launch_table_speaks_runs_csv(tmp_path):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from gptx.sweep import RUN_COLUMNS, format_table, read_run
+    from hydra_plugins.gptx_launchers.jobs import LAUNCH_COLUMNS, Job, format_job_table
+
+    def job(name, result=None, **kwargs):
+        (tmp_path / name).mkdir()
+        if result is not None:
+            (tmp_path / name / "result.json").write_text(json.dumps(result))
+        return Job(0, [], None, tmp_path / name, **kwargs)
+
+    finished = JobReturn(status=JobStatus.COMPLETED)
+    jobs = [job("ok", {"status": "completed", "test_loss": 3.5, "wall_seconds": 12.0}, job_return=finished),
+            job("old", {"status": "completed", "test_loss": 3.6, "wall_seconds": 11.0}, skipped=True),
+            job("nan", {"status": "diverged", "error": "non-finite loss"}, job_return=finished),
+            job("died", None, job_return=JobReturn(status=JobStatus.FAILED), wall_s=4.0, ended_how="exit code 3"),
+            job("queued")]
+    assert format_job_table(jobs, tmp_path).splitlines() == [
+        "run     status      test_loss  wall_seconds  this_launch  error                  log",
+        "ok      completed   3.5000     12.0000       ran                                 -",
+        "old     completed   3.6000     11.0000       skipped                             -",
+        "nan     diverged                             ran          non-finite loss        -",
+        "died    incomplete             4.0000        ran          crashed (exit code 3)  -",
+        "queued  incomplete                           not started  no result.json         -",
+        "local_gpus: 5 jobs: 2 completed, 1 diverged, 2 incomplete; 1 skipped (completed with the same config)"]
+    # runs.csv's column names and statuses, and the sweep's own table renders it
+    assert set(LAUNCH_COLUMNS) - set(RUN_COLUMNS) == {"this_launch", "log"}
+    assert format_job_table(jobs[:1], tmp_path).splitlines()[:2] == format_table(
+        [read_run(tmp_path, tmp_path / "ok") | {"this_launch": "ran", "log": "-"}], LAUNCH_COLUMNS).splitlines()
+
+
 @pytest.mark.slow
 def test_a_raise_an_exit_and_a_kill_leave_the_other_runs_done_and_exit_non_zero(tmp_path):
     proc = run_app("hydra.launcher.gpus=[0,1]", "mode=ok,raise,exit,kill", "init_seed=1", "sleep_s=0.5",
@@ -253,7 +285,7 @@ def test_real_sweep_runs_side_by_side_and_a_relaunch_skips_it_untouched(tmp_path
     before = {r.name: _tree_digest(r) for r in runs}
     again = run_gptx(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "local_gpus: 2 jobs: 2 skipped" in again.stdout
+    assert "local_gpus: 2 jobs: 2 completed; 2 skipped" in again.stdout
     assert {r.name: _tree_digest(r) for r in runs} == before  # byte for byte, mtimes included
     with (sweep / "runs.csv").open() as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["completed", "completed"]

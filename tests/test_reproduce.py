@@ -65,7 +65,7 @@ def rejected(run: Path, capsys, *args: str) -> str:
     before = digest(run)
     assert main([str(run), *args]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert lines[-1].startswith("gptx.reproduce: error: ")
+    assert lines[-1].startswith("gptx: error: ")
     assert all(line.startswith("warning: ") for line in lines[:-1]), lines
     assert digest(run) == before and reproductions(run) == []
     return lines[-1]
@@ -274,6 +274,6 @@ def test_scenario_10_command_line_rejects_before_side_effects(run, tmp_path):
     before = digest(run)
     proc = run_gptx(str(run), module="gptx.reproduce", cwd=tmp_path, env={"PYTHONPATH": str(modules)})
     assert proc.returncode == 2
-    assert proc.stderr.startswith("gptx.reproduce: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("gptx: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stdout == "" and not marker.exists()
     assert digest(run) == before and reproductions(run) == []

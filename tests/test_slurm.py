@@ -136,7 +136,7 @@ def test_the_sweep_runs_as_slurm_jobs_and_a_relaunch_submits_nothing(tmp_path):
 
     again = run_gptx(*args, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "slurm: 6 jobs: 6 skipped" in again.stdout and "Submitted SLURM" not in again.stderr
+    assert "slurm: 6 jobs: 6 completed; 6 skipped" in again.stdout and "Submitted SLURM" not in again.stderr
 
 
 def reference_run(tmp_path: Path) -> dict:
@@ -187,6 +187,39 @@ def restarts(job_id: str) -> int:
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     match = re.search(r"Restarts=(\d+)", out)
     return int(match.group(1)) if match else -1
+
+
+@pytest.mark.parametrize(("said", "params", "key"), [
+    ("sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission failed: Invalid "
+     "partition name specified", {"partition": "gpu"}, "partition"),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available",
+     {"gpus_per_node": 8, "mem_gb": None}, "gpus_per_node"),
+    ("sbatch: error: Memory specification can not be satisfied", {"mem_gb": 4096}, "mem_gb"),
+    ("sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some "
+     "limit)", {"timeout_min": 99999}, "timeout_min"),
+])
+def test_sbatchs_refusal_names_the_launcher_key(said, params, key):
+    from submitit.core.utils import FailedJobError
+
+    from hydra_plugins.gptx_launchers.slurm import sbatch_refusal
+
+    err = FailedJobError(said)
+    err.__cause__ = subprocess.CalledProcessError(1, ["sbatch"], output="", stderr=said)
+    line = sbatch_refusal(err, params)
+    assert line.startswith("sbatch refused the job: " + said.splitlines()[0].removeprefix("sbatch: error: "))
+    assert line.endswith(f"; check hydra.launcher.{key}") and "\n" not in line
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_a_partition_the_cluster_lacks_is_one_line_and_nothing_is_left(tmp_path):
+    proc = run_gptx("-m", *SLURM, "hydra.launcher.partition=no_such_partition", "init_seed=22,42", "sweep=refused",
+                    *TINY, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr == (  # sbatch's words once, not echoed by submitit, no traceback
+        "gptx: error: sbatch refused the job: invalid partition specified: no_such_partition; Batch job "
+        "submission failed: Invalid partition name specified; check hydra.launcher.partition\n")
+    assert not (tmp_path / "multirun_outputs" / "refused" / "runs.csv").exists()
 
 
 @pytest.mark.slurm

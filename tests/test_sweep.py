@@ -85,14 +85,15 @@ def test_a_failing_report_never_hides_the_runs_table(tmp_path, monkeypatch, caps
     assert "report not written (RuntimeError: plot backend exploded)" in capsys.readouterr().err
 
 
-def test_a_sweep_folder_in_use_by_another_launch_is_refused(tmp_path):
+def test_a_sweep_folder_in_use_by_another_launch_is_refused(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gptx.sweep import lock_sweep; "
                                f"lock_sweep({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(SystemExit, match="in use by another launch"):
+        with pytest.raises(SystemExit) as refused:
             lock_sweep(tmp_path)
+        assert refused.value.code == 2 and "in use by another launch" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()
@@ -175,7 +176,7 @@ def test_relaunching_a_sweep_named_the_old_way_finishes_it_in_its_own_folders(tm
     again = run_app("hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "sweep=old", "init_seed=1,2,3", "mode=ok",
                     cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "local_gpus: 3 jobs: 2 skipped, 1 completed" in again.stdout
+    assert "local_gpus: 3 jobs: 3 completed; 2 skipped" in again.stdout
     assert "local_gpus: 3/3 done: init_seed=3 completed" in again.stdout  # one line as each job ends
     assert {p: p.stat().st_mtime_ns for p in done} == done
     assert run_folders(sweep) == ["init_seed=1,mode=ok", "init_seed=2,mode=ok", "init_seed=3"]

@@ -240,7 +240,7 @@ def test_a_bad_table_is_one_line_naming_row_and_column_exit_2(tmp_path, capsys, 
     assert analyze.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("gptx.analyze: error: ") and name in err
+    assert err.startswith("gptx: error: ") and name in err
     assert sorted(tmp_path.iterdir()) == [path]  # nothing written
 
 

@@ -214,7 +214,7 @@ def test_a_missing_tracker_library_is_refused_with_the_install_command(monkeypat
     check_available("none")
 
 
-def test_a_sweep_with_a_missing_tracker_library_stops_at_launch(tmp_path, monkeypatch):
+def test_a_sweep_with_a_missing_tracker_library_stops_at_launch(tmp_path, monkeypatch, capsys):
     from omegaconf import OmegaConf
 
     import gptx.trackers
@@ -222,8 +222,10 @@ def test_a_sweep_with_a_missing_tracker_library_stops_at_launch(tmp_path, monkey
 
     monkeypatch.setattr(gptx.trackers.importlib.util, "find_spec", lambda name: None)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "s")}}, "logger": {"name": "mlflow"}})
-    with pytest.raises(SystemExit, match="gptx: error: logger=mlflow needs the mlflow package"):
+    with pytest.raises(SystemExit) as stopped:
         SweepCallback().on_multirun_start(config)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("gptx: error: logger=mlflow needs the mlflow package")
     assert not (tmp_path / "s").exists()
 
 

@@ -35,6 +35,7 @@ from gptx import allocator
 from gptx.attention_backend import pin_attention_backends
 from gptx.config import CONF_DIR, ConfigError, DataConfig, DataFormat, DeviceKind, ModelConfig, TrainConfig
 from gptx.data import TrainOrder, load_data
+from gptx.errors import ArgumentParser, entry_point
 from gptx.files import RESULT_FILE
 from gptx.hardware import mfu, peak_flops, resolve_device
 from gptx.model import GPTModel, build_model, configure_optimizer, flops_per_token
@@ -270,8 +271,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m gptx.bench", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="python -m gptx.bench", description=__doc__.split("\n\n")[1],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="gpt2_tiny", help="a preset in gptx/conf/model")
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first (compiles)")
@@ -298,20 +299,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: prints the table (one error line and exit status 2 for a user error)."""
     args = parse_args(argv)
     if args.allocator == "on":
         allocator.keep_freed_memory()
-    try:
-        report = run(args)
-    except ConfigError as err:
-        print(f"gptx.bench: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    report = run(args)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

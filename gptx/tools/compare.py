@@ -8,7 +8,6 @@ each differing tensor's max abs diff and the tensors only one side has. Exit 0 i
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass, field
@@ -20,12 +19,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from gptx.config import ModelConfig
+from gptx.errors import ArgumentParser, UsageError, entry_point
 from gptx.files import MODEL_FILE, RESULT_FILE, read_json, read_json_object, weights_intact
 from gptx.hashing import weights_sha256
 from gptx.weights import (
     RECORDED_SHA_KEY,
     WeightsDamaged,
-    WeightsNotFound,
     load_weights,
     tie_aliases,
     weights_path,
@@ -34,7 +33,7 @@ from gptx.weights import (
 LOSS_DECIMALS = 6  # as gptx prints test_loss; "equal" for a verdict means equal to these decimals
 
 
-class CompareError(ValueError):
+class CompareError(UsageError, ValueError):
     """A path is not a run folder or a safetensors file that can be read."""
 
 
@@ -210,21 +209,18 @@ def describe_losses(loss: dict[str, Any], a: str = "A", b: str = "B") -> str:
             f"({printed} to {LOSS_DECIMALS} decimals, {exact})")
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: compare, print the report, return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m gptx.compare",
-                                     description="Are two runs' (or safetensors files') weights identical?")
+    parser = ArgumentParser(prog="python -m gptx.compare",
+                            description="Are two runs' (or safetensors files') weights identical?")
     parser.add_argument("a", help="run folder or .safetensors file")
     parser.add_argument("b", help="run folder or .safetensors file")
     args = parser.parse_args(argv)
-    try:
-        path_a, path_b = weights_path(args.a), weights_path(args.b)
-        verify_recorded(path_a)
-        verify_recorded(path_b)
-        weights = compare_tensors(read_tensors(path_a), read_tensors(path_b))
-    except (CompareError, WeightsNotFound, WeightsDamaged) as err:
-        print(f"gptx.compare: error: {err}", file=sys.stderr)
-        return 2
+    path_a, path_b = weights_path(args.a), weights_path(args.b)
+    verify_recorded(path_a)
+    verify_recorded(path_b)
+    weights = compare_tensors(read_tensors(path_a), read_tensors(path_b))
     loss = loss_agreement(test_loss_of(args.a), test_loss_of(args.b))
     identical = weights.identical and loss["equal_printed"] is not False
     print("IDENTICAL" if identical else "DIFFERENT")

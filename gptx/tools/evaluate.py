@@ -22,11 +22,12 @@ from typing import Any
 
 from gptx.config import ConfigError, DataConfig, DataFormat, DeviceKind, TrainConfig
 from gptx.data import load_data
+from gptx.errors import ArgumentParser, entry_point
 from gptx.hardware import resolve_device
 from gptx.precision import resolve_precision
 from gptx.scoring import split_loss
 from gptx.seeding import configure_determinism
-from gptx.tools.load import USER_ERRORS, LoadedModel, load_model, report_user_error
+from gptx.tools.load import LoadedModel, load_model
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -85,10 +86,11 @@ def evaluate(loaded: LoadedModel, test: EvalData, batch_size: int | None = None,
             "batch_size": batch_size, "device": str(torch_device), "precision": precision.label}
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: print the test loss and perplexity (or all of it as JSON)."""
-    parser = argparse.ArgumentParser(prog="python -m gptx.evaluate", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m gptx.evaluate", description=__doc__.split("\n\n")[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="run folder, gptx .safetensors, or HF GPT-2 model.safetensors (or its folder)")
     parser.add_argument("--data-path", help="text file or token-file folder (default: the run's data)")
     parser.add_argument("--seq-len", type=int, help="tokens a test sequence (default: the run's, else the context)")
@@ -99,12 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-amp", action="store_true", help="no autocast on CUDA (float32 throughout)")
     parser.add_argument("--json", action="store_true", help="print every figure as one JSON object")
     args = parser.parse_args(argv)
-    try:
-        loaded = load_model(args.model)
-        test = eval_data_for(loaded, args.data_path, args.seq_len, args.test_sequences)
-        result = evaluate(loaded, test, args.batch_size, args.device, amp=not args.no_amp)
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    loaded = load_model(args.model)
+    test = eval_data_for(loaded, args.data_path, args.seq_len, args.test_sequences)
+    result = evaluate(loaded, test, args.batch_size, args.device, amp=not args.no_amp)
     if args.json:
         print(json.dumps(result))
     else:

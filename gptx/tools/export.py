@@ -21,11 +21,12 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 
+from gptx.errors import ArgumentParser, GptxError, entry_point
 from gptx.files import RESULT_FILE, dir_mode, disk_full, file_mode
 from gptx.tokenizer import END_OF_TEXT_ID
 from gptx.tools.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE, save_hf
 from gptx.tools.hf_tokenizer import save_gpt2_tokenizer
-from gptx.tools.load import USER_ERRORS, LoadError, load_model, report_user_error
+from gptx.tools.load import LoadError, load_model
 
 GPT2_VOCAB_SIZE = END_OF_TEXT_ID + 1
 
@@ -67,25 +68,22 @@ def export(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> 
     return notes
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: export, then say what was written."""
-    parser = argparse.ArgumentParser(prog="python -m gptx.export", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m gptx.export", description=__doc__.split("\n\n")[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="run folder (or gptx .safetensors) to export")
     parser.add_argument("out_dir", help="folder for model.safetensors and config.json")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
     args = parser.parse_args(argv)
     try:
         notes = export(args.run_dir, args.out_dir, args.overwrite)
-    except USER_ERRORS as err:
-        return report_user_error(err)
     except (OSError, SafetensorError) as err:  # a full or read-only disk: nothing in OUT_DIR was changed
         if not (isinstance(err, OSError) or disk_full(err)):
             raise
         what = "the disk is full" if disk_full(err) else f"cannot write there ({err.strerror or err})"
-        print(f"gptx: error: {what}: nothing in {args.out_dir} was changed; free space or pick another folder",
-              file=sys.stderr)
-        return 1
+        raise GptxError(f"{what}: nothing in {args.out_dir} was changed; free space or pick another folder") from None
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {Path(args.out_dir) / HF_WEIGHTS_FILE} and {HF_CONFIG_FILE} (Hugging Face GPT-2 layout)")

@@ -16,12 +16,13 @@ import sys
 import torch
 
 from gptx.config import ConfigError, DeviceKind
+from gptx.errors import ArgumentParser, entry_point
 from gptx.hardware import resolve_device
 from gptx.model import GPTModel
 from gptx.scoring import SMOKE_PROMPT, greedy_sample
 from gptx.seeding import seed_everything
 from gptx.tokenizer import TextTokenizer, tokenizer_for
-from gptx.tools.load import USER_ERRORS, load_model, report_user_error
+from gptx.tools.load import load_model
 
 
 @torch.no_grad()
@@ -58,10 +59,11 @@ def generate(model: GPTModel, prompt: str, max_new_tokens: int, device: torch.de
     return tok.decode(out[0].tolist())
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: print the prompt and its continuation."""
-    parser = argparse.ArgumentParser(prog="python -m gptx.generate", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m gptx.generate", description=__doc__.split("\n\n")[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="run folder, gptx .safetensors, or HF GPT-2 model.safetensors (or its folder)")
     parser.add_argument("--prompt", default=SMOKE_PROMPT, help=f"text to continue (default: {SMOKE_PROMPT!r})")
     parser.add_argument("--max-new-tokens", type=int, default=30, help="tokens to generate (default: 30)")
@@ -71,14 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
     parser.add_argument("--device", choices=[k.value for k in DeviceKind], default="auto")
     args = parser.parse_args(argv)
-    try:
-        loaded = load_model(args.model)
-        device = resolve_device(DeviceKind(args.device))
-        tok = tokenizer_for(loaded.config.data if loaded.config is not None else None)
-        text = generate(loaded.model, args.prompt, args.max_new_tokens, device, tok, args.temperature, args.top_k,
-                        args.seed)
-    except USER_ERRORS as err:
-        return report_user_error(err)
+    loaded = load_model(args.model)
+    device = resolve_device(DeviceKind(args.device))
+    tok = tokenizer_for(loaded.config.data if loaded.config is not None else None)
+    text = generate(loaded.model, args.prompt, args.max_new_tokens, device, tok, args.temperature, args.top_k,
+                    args.seed)
     print(text)
     return 0
 

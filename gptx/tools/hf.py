@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gptx.config import ModelConfig
+from gptx.errors import UsageError
 from gptx.model import GPTModel
 
 HF_WEIGHTS_FILE = "model.safetensors"
@@ -53,7 +54,7 @@ BLOCK = {
 QKV = ("W_query", "W_key", "W_value")
 
 
-class HFLayoutError(ValueError):
+class HFLayoutError(UsageError, ValueError):
     """Weights that do not fit the other layout; the message names the tensor or setting."""
 
 

@@ -12,29 +12,25 @@ schema keys only, no interpolation), so nothing a file names is ever imported, r
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from gptx.config import ConfigError, GptxConfig
+from gptx.config import GptxConfig
+from gptx.errors import UsageError
 from gptx.hardware import device_memory
 from gptx.model import GPTModel, check_fits
 from gptx.saved_config import config_from_text, load_run_config
-from gptx.tools.hf import HF_PREFIX, HFLayoutError, load_hf_model
-from gptx.weights import WeightsDamaged, WeightsNotFound, check_loaded, load_weights, tie_aliases, weights_path
+from gptx.tools.hf import HF_PREFIX, load_hf_model
+from gptx.weights import check_loaded, load_weights, tie_aliases, weights_path
 
 GPTX_METADATA_KEY = "gptx_config"
 
 
-class LoadError(ValueError):
+class LoadError(UsageError, ValueError):
     """A path that holds no loadable model; the message says what is wrong with it."""
-
-
-# The errors a command-line tool reports as one line (exit status 2) instead of a traceback.
-USER_ERRORS = (ConfigError, LoadError, HFLayoutError, WeightsNotFound, WeightsDamaged)
 
 
 @dataclass
@@ -76,12 +72,6 @@ def config_from_metadata(weights: Path, metadata: dict[str, str]) -> GptxConfig:
         raise LoadError(f"{weights} holds gptx weights but no {GPTX_METADATA_KEY} metadata to say their "
                         "architecture")
     return config_from_text(text, f"{weights} ({GPTX_METADATA_KEY} metadata)")
-
-
-def report_user_error(err: Exception) -> int:
-    """Print a user error as one line and return the exit status for it."""
-    print(f"gptx: error: {err}", file=sys.stderr)
-    return 2
 
 
 def _read_header(weights: Path) -> tuple[set[str], dict[str, str]]:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import gptx
+from gptx.errors import ArgumentParser, UsageError, entry_point
 from gptx.files import LLMC_HEADER_INTS, LLMC_MAGIC, LLMC_VERSION, write_atomic
 from gptx.tokenizer import BPE_RANKS_SHA256, END_OF_TEXT_ID, gpt2_tokenizer
 
@@ -46,7 +47,7 @@ SPLITS = ("test", "val", "train")
 BATCH_CHARS = 1 << 20  # text handed to a worker at a time: large enough to amortise the pickling
 
 
-class PrepareError(ValueError):
+class PrepareError(UsageError, ValueError):
     """The inputs or options cannot be prepared; the message says which and what to do."""
 
 
@@ -416,8 +417,8 @@ def default_workers() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m gptx.prepare", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="python -m gptx.prepare", description=__doc__.split("\n\n")[1],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, help=".txt/.jsonl/.parquet files or directories of them")
     p.add_argument("--out", type=Path, required=True, help="output directory (data.path for training)")
     p.add_argument("--name", default="fineweb", help="shard file prefix: NAME_{train,val,test}_000000.bin")
@@ -430,15 +431,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and exit status 2 for a user error."""
     args = parse_args(argv)
     options = Options(args.name, args.shard_tokens, args.val_tokens, args.test_tokens, args.text_column)
     try:
         prepare(args.inputs, args.out, options, args.workers, args.max_shards)
-    except PrepareError as err:
-        print(f"gptx.prepare: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("\ngptx.prepare: interrupted; run the same command again to resume", file=sys.stderr)
         raise SystemExit(130) from None

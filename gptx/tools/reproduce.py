@@ -11,7 +11,6 @@ goes through `gptx.run.train` directly, under gptx's own settings: `.hydra/hydra
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import shutil
@@ -26,6 +25,7 @@ from omegaconf import OmegaConf
 from gptx import components
 from gptx.checkpoint import CheckpointError
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
+from gptx.errors import ArgumentParser, UsageError, entry_point
 from gptx.files import (
     CONFIG_FILE,
     INTERVENTIONS_FILE,
@@ -60,12 +60,14 @@ ENV_FIELDS = ("versions.torch", "versions.cuda", "versions.cudnn", "device", "pr
 OPTIONAL_FIELDS = ("data_sha256",)
 
 
-class ReproduceError(ValueError):
+class ReproduceError(UsageError, ValueError):
     """The run cannot be reproduced as asked; the message says why and what to do."""
 
 
 class ReproductionFailed(ReproduceError):
     """The reproduction itself raised: a result that differs from the original's (exit 1, not 2)."""
+
+    exit_status = 1
 
 
 def completed_result(run_dir: Path) -> dict[str, Any]:
@@ -334,10 +336,11 @@ def _short(sha: str | None) -> str:
     return f"{sha[:12]}…" if sha else "none"
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: reproduce, print the verdict, return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m gptx.reproduce",
-                                     description="Re-run a completed gptx run; is the result identical?")
+    parser = ArgumentParser(prog="python -m gptx.reproduce",
+                            description="Re-run a completed gptx run; is the result identical?")
     parser.add_argument("run_dir", type=Path, help="the completed run's folder")
     parser.add_argument("--strict-env", action="store_true",
                         help="refuse (exit 2) when torch, CUDA, device, precision, gptx, commit or "
@@ -350,13 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="list what the saved .hydra/hydra.yaml would run (it is always ignored)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
-        print(f"gptx.reproduce: error: {args.run_dir} is not a folder", file=sys.stderr)
-        return 2
-    try:
-        report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large)
-    except (ReproduceError, ConfigError, CheckpointError) as err:
-        print(f"gptx.reproduce: error: {err}", file=sys.stderr)
-        return 1 if isinstance(err, ReproductionFailed) else 2
+        raise ReproduceError(f"{args.run_dir} is not a folder")
+    report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large)
     return 0 if report["verdict"] == "IDENTICAL" else 1
 
 

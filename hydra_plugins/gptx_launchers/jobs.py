@@ -148,60 +148,54 @@ def check_distinct_run_dirs(jobs: list[Job]) -> None:
         seen[key] = job
 
 
-def job_status(job: Job) -> str:
-    """What happened to a job, for the table: the result.json status, skipped, or how it crashed."""
+LAUNCH_COLUMNS = ("run", "status", "test_loss", "wall_seconds", "this_launch", "error", "log")
+"""The end-of-launch table: runs.csv's columns and statuses (gptx.sweep.read_run), plus what this launch did
+with the job (ran, skipped: completed with the same config, not started) and where its console log is."""
+
+
+def job_row(job: Job, sweep_dir: Path) -> dict[str, Any]:
+    """A job's row as runs.csv has it, with what the launcher saw: how a job died without a result, the
+    wall time of one that never wrote it, and what this launch did with the job."""
+    from gptx.sweep import read_run  # the one reader of run folders for runs.csv and the tables
+
+    row = read_run(sweep_dir, job.run_dir)
     ret = job.job_return
-    if job.skipped or (ret and ret.status == JobStatus.COMPLETED and isinstance(ret._return_value, dict)
-                       and ret._return_value.get("skipped")):
-        return "skipped"
-    result = _read_json(job.run_dir / RESULT_FILE)
-    status = result.get("status") if result else None
-    if ret is not None and ret.status == JobStatus.COMPLETED:
-        return str(status or "completed")
-    if status == "failed":
-        return "failed"
-    if job.ended_how:
-        return f"crashed ({job.ended_how})"
-    return "failed" if ret is not None else "not started"
+    skipped = job.skipped or (ret is not None and ret.status == JobStatus.COMPLETED
+                              and isinstance(ret._return_value, dict) and bool(ret._return_value.get("skipped")))
+    row["this_launch"] = "skipped" if skipped else "ran" if ret is not None else "not started"
+    if row["status"] == "incomplete" and job.ended_how:
+        row["error"] = f"crashed ({job.ended_how})"
+    if row["wall_seconds"] == "" and job.wall_s is not None:
+        row["wall_seconds"] = job.wall_s
+    row["log"] = str(job.console_log) if job.console_log.exists() else "-"
+    return row
 
 
 def announce_done(job: Job, done: int, total: int, label: str) -> None:
     """One line as each job ends, so a long sweep is never silent: 'local_gpus: 3/9 done: RUN completed
-    test_loss 3.6812 (12:04)'."""
+    test_loss 3.6812 (12:04)', with the error of a run that did not complete."""
     from gptx.progress import clock  # the training log's h:mm:ss
 
-    result = _read_json(job.run_dir / RESULT_FILE) or {}
-    loss = result.get("test_loss")
-    wall = job.wall_s if job.wall_s is not None else result.get("wall_seconds")
-    print(f"{label}: {done}/{total} done: {job.run_dir.name} {job_status(job)}"
+    row = job_row(job, job.run_dir.parent)
+    loss, wall = row["test_loss"], row["wall_seconds"]
+    print(f"{label}: {done}/{total} done: {job.run_dir.name} {row['status']}"
           + (f" test_loss {loss:.4f}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else "")
-          + (f" ({clock(wall)})" if isinstance(wall, (int, float)) else ""), flush=True)
+          + (f" ({clock(wall)})" if isinstance(wall, (int, float)) else "")
+          + (f": {row['error']}" if row["status"] != "completed" and row["error"] else ""), flush=True)
 
 
 def format_job_table(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
-    """The end-of-multirun table: run, status, test loss, wall time (s), log path; then a count line."""
-    header = ("run", "status", "test_loss", "wall_s", "log")
-    rows = []
-    for job in jobs:
-        result = _read_json(job.run_dir / RESULT_FILE) or {}
-        loss = result.get("test_loss")
-        rows.append((
-            os.path.relpath(job.run_dir, sweep_dir), job_status(job),
-            f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
-            _wall(job.wall_s if job.wall_s is not None else result.get("wall_seconds")),
-            str(job.console_log) if job.console_log.exists() else "-",
-        ))
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    statuses = [r[1] for r in rows]
+    """The end-of-launch table (LAUNCH_COLUMNS, rendered as the sweep's runs table), then a count line:
+    'local_gpus: 3 jobs: 2 completed, 1 failed; 1 skipped'."""
+    from gptx.sweep import format_table
+
+    rows = [job_row(job, sweep_dir) for job in jobs]
+    statuses = [r["status"] for r in rows]
     counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
-    lines.append(f"{label}: {len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    return "\n".join(lines)
-
-
-def _wall(seconds: Any) -> str:
-    return f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "-"
+    skipped = sum(r["this_launch"] == "skipped" for r in rows)
+    return (format_table(rows, LAUNCH_COLUMNS) + f"\n{label}: {len(jobs)} jobs: "
+            + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + (f"; {skipped} skipped (completed with the same config)" if skipped else ""))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

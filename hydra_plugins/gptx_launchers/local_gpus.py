@@ -7,8 +7,8 @@ the same GPUs. This one keeps a pool of GPU slots (`gpus_per_job` GPUs each), st
 slot with `CUDA_VISIBLE_DEVICES` pinned to it, and queues the rest; with no GPU it runs `max_parallel`
 CPU jobs. A job is a fresh Python process (a crash or OOM in one cannot take the others down) whose
 stdout and stderr go to `console.log` in its run folder. When every job has ended it prints a table
-(run, status, test loss, wall time, log) and hands Hydra the results, failures included, so the
-multirun exits non-zero only after all runs finished.
+(runs.csv's columns and statuses, what this launch did, the log) and hands Hydra the results, failures
+included, so the multirun exits non-zero only after all runs finished.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module outside sys.modules,

@@ -15,9 +15,12 @@ included), with five changes:
 """
 
 # No `from __future__ import annotations`: see jobs.py.
+import contextlib
+import io
 import logging
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +30,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
+from gptx.errors import exit_with
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
@@ -67,11 +71,26 @@ class GptxSlurmLauncher(SlurmLauncher):
             state = Singleton.get_state()
             params = [(job.overrides, "hydra.sweep.dir", job.idx, f"job_id_for_{job.idx}", state)
                       for job in to_run]
-            submitted = executor.map_array(self, *zip(*params, strict=True))
+            said = io.StringIO()  # submitit echoes a refusing sbatch's stderr: it is said once, below
+            try:
+                with contextlib.redirect_stderr(said):
+                    submitted = executor.map_array(self, *zip(*params, strict=True))
+            except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
+                    subprocess.CalledProcessError) as err:
+                self._refuse(sbatch_refusal(err, self.params))
+            sys.stderr.write(said.getvalue())
             log.info("Submitted SLURM job(s) %s", ", ".join(s.job_id for s in submitted))
             wait_for_jobs(to_run, submitted)
         print(format_job_table(jobs, sweep_dir, label="slurm"), flush=True)
         return [job.job_return for job in jobs]  # type: ignore[misc]
+
+    def _refuse(self, message: str) -> None:
+        """One line and exit 2 before any job ran; the sweep callback writes nothing (as the adaptive sweeper's
+        refusal): submitit's ~40 lines of traceback would bury sbatch's own reason."""
+        for callback in getattr(getattr(self.hydra_context, "callbacks", None), "callbacks", []):
+            if hasattr(callback, "abandon"):
+                callback.abandon()
+        exit_with(message)
 
     def _executor(self, submitit: Any) -> Any:
         """The submitit executor, configured exactly as hydra-submitit-launcher configures it."""
@@ -88,6 +107,40 @@ class GptxSlurmLauncher(SlurmLauncher):
         if (self.params.get("nodes") or 1) * (self.params.get("tasks_per_node") or 1) > 1:
             executor.update_parameters(slurm_srun_args=["--kill-on-bad-exit=1"])
         return executor
+
+
+# sbatch's words for a request the cluster cannot satisfy -> the launcher keys that make that request
+_SBATCH_KEYS = (
+    (r"partition", ("partition",)),
+    (r"account", ("account",)),
+    (r"\bqos\b", ("qos",)),
+    (r"time limit", ("timeout_min",)),
+    (r"\bgres\b|generic resource|\bgpu", ("gpus_per_node", "gpus_per_task", "gres")),
+    (r"memory|\bmem\b", ("mem_gb", "mem_per_cpu", "mem_per_gpu")),
+    (r"feature|constraint", ("constraint",)),
+    (r"node count|nodes? (?:requested|specification)", ("nodes",)),
+    (r"processors|\bcpu", ("cpus_per_task", "tasks_per_node")),
+    # "Requested node configuration is not available": any resource asked per node
+    (r"node configuration", ("gpus_per_node", "gres", "mem_gb", "cpus_per_task", "tasks_per_node", "constraint")),
+)
+
+
+def sbatch_refusal(err: BaseException, params: dict[str, Any]) -> str:
+    """One line for a submission sbatch refused: its own words and the hydra.launcher key(s) that likely caused
+    it (of those the message points at, the ones this launch set)."""
+    cause = err.__cause__ if isinstance(err.__cause__, subprocess.CalledProcessError) else err
+    text = str(getattr(cause, "stderr", None) or err)
+    said = [re.sub(r"^sbatch: error: ", "", line.strip()) for line in text.splitlines() if line.strip()]
+    said = [line for line in said if not line.startswith(("sbatch: ", "Traceback"))] or said
+    message = "; ".join(dict.fromkeys(said))
+    keys: tuple[str, ...] = ()
+    for pattern, candidates in _SBATCH_KEYS:
+        if re.search(pattern, message, re.IGNORECASE):
+            keys = tuple(k for k in candidates if params.get(k) not in (None, "", {}, [])) or candidates[:1]
+            break
+    where = (" or ".join(f"hydra.launcher.{k}" for k in keys) if keys else
+             "the hydra.launcher settings (partition, gpus_per_node, mem_gb, timeout_min, ...)")
+    return f"sbatch refused the job: {message}; check {where}"
 
 
 def wait_for_jobs(jobs: list[Job], submitted: list[Any]) -> None:

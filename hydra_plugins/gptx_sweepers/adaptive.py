@@ -19,7 +19,6 @@ a relaunch with another plan is refused: changing it mid-sweep would void the er
 # where dataclasses cannot resolve string annotations.
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from gptx.analysis.defaults import ALPHA, DEFAULT_SPENDING, MAX_SEEDS, MIN_EFFECT, WAVE_SIZE
+from gptx.errors import exit_with
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def _refuse(message: str, hydra_context: HydraContext | None = None) -> None:
     for callback in getattr(getattr(hydra_context, "callbacks", None), "callbacks", []):
         if hasattr(callback, "abandon"):
             callback.abandon()
-    print(f"gptx: error: adaptive sweeper: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    exit_with(f"adaptive sweeper: {message}")
 
 
 def next_seeds(given: list[int], n: int) -> tuple[int, ...]:
