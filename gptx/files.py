@@ -130,6 +130,31 @@ def file_sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# The largest safetensors header (tensor index and metadata) gptx reads. gptx writes a config of at most
+# 1 MiB there (gptx.saved_config.MAX_YAML_BYTES) beside an index of about 100 bytes a tensor; safetensors
+# itself would parse up to 100 MB of JSON.
+SAFETENSORS_HEADER_LIMIT = 4 << 20
+
+
+def safetensors_header_length(path: Path) -> int:
+    """A safetensors file's header length, its first 8 bytes (a little-endian u64), read alone.
+
+    ValueError for a file too short to hold them; OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{path} is {len(head)} bytes long: not a safetensors file")
+    return int.from_bytes(head, "little")
+
+
+def check_safetensors_header(path: Path, limit: int = SAFETENSORS_HEADER_LIMIT) -> None:
+    """ValueError (one line) for a safetensors file whose header is over `limit` bytes, before any of it is read."""
+    n = safetensors_header_length(path)
+    if n > limit:
+        raise ValueError(f"{path} has a safetensors header of {n} bytes (tensor index and metadata), over gptx's "
+                         f"limit of {limit >> 20} MiB: not a file gptx wrote; it was not read")
+
+
 def safetensors_complete(path: Path) -> bool:
     """Whether a safetensors file is whole: its header parses and its tensors end exactly at the file's end.
 
@@ -139,7 +164,7 @@ def safetensors_complete(path: Path) -> bool:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             n = int.from_bytes(f.read(8), "little")
-            if n <= 0 or 8 + n > min(size, 100 << 20):
+            if n <= 0 or 8 + n > size or n > SAFETENSORS_HEADER_LIMIT:
                 return False
             header = json.loads(f.read(n))
         ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]

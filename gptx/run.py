@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -291,7 +292,7 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
         result["init_param_sha256"] = tr.init_param_sha256
         if world.is_main:
-            finish_outputs(tr, result, plain)
+            finish_outputs(tr, result, plain, stop)
         maybe_fire("result", final["steps"])
         folder.write(result)  # after every other output: its status says they are all in place
         if tracker:
@@ -319,7 +320,8 @@ def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:
     return []
 
 
-def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) -> None:
+def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
+                   stop: StopRequest | None = None) -> None:
     """Test loss (and per sequence), throughput, sample and weights; result.json comes after them.
 
     A non-finite test loss makes the run `diverged`: its weights are kept, but no statistic may use it.
@@ -336,7 +338,15 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any]) 
     result["mfu"] = mfu(result["tokens_per_second"] / tr.world.size, result["flops_per_token"],
                         result["peak_flops"])
     result["final_weights_sha256"] = weights_sha256(tr.model)
-    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens, tokenizer_for(tr.cfg.data))
+    # A stop signal (a time limit, Ctrl-C) ends the sample between two tokens: the outputs after it take
+    # seconds, the sample's tokens one forward pass each.
+    stopped = (lambda: stop.requested) if stop is not None else None
+    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens, tokenizer_for(tr.cfg.data),
+                           stop=stopped)
+    if stop is not None and stop.requested:
+        warning = f"{SAMPLE_FILE} was cut short by a stop signal ({signal.Signals(stop.signum).name})"
+        log.warning(warning)
+        result["warnings"] = [*result.get("warnings", []), warning]
     write_atomic(tr.run_dir / SAMPLE_FILE, (sample + "\n").encode())
     buffer = io.BytesIO()
     np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)

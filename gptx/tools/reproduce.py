@@ -41,7 +41,7 @@ from gptx.files import (
 )
 from gptx.folders import mark_run_folder
 from gptx.hardware import environment
-from gptx.model import estimated_parameters as model_parameters
+from gptx.model import MAX_PARAMETERS, check_parameter_cap
 from gptx.saved_config import hydra_yaml_report, load_run_config, recorded_interventions
 from gptx.tools.compare import (
     CompareError,
@@ -151,15 +151,6 @@ def environment_differences(original: dict[str, Any], current: dict[str, Any]) -
     return diffs
 
 
-# The largest model a saved config may ask for without --allow-large (GPT-2 XL has 1.56 billion).
-MAX_PARAMETERS = 2_000_000_000
-
-
-def estimated_parameters(cfg: GptxConfig) -> int:
-    """The model's parameter count from its config alone, to a few per cent (nothing is built)."""
-    return model_parameters(cfg.model)
-
-
 def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
               show_hydra: bool = False, allow_large: bool = False) -> dict[str, Any]:
     """Re-run `run_dir` into a new folder and return the report (also written as reproduction.json)."""
@@ -173,9 +164,10 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
         check_out_dir(out, run_dir)
     original = completed_result(run_dir)
     cfg = load_run_config(run_dir, warn)
-    if not allow_large and estimated_parameters(cfg) > MAX_PARAMETERS:
-        raise ReproduceError(f"the saved config asks for a model of about {estimated_parameters(cfg):.3g} "
-                             f"parameters, over {MAX_PARAMETERS:.3g}; pass --allow-large if that is intended")
+    try:
+        check_parameter_cap(cfg.model, "the saved config", allow_large)
+    except ConfigError as err:
+        raise ReproduceError(f"{err}, or pass --allow-large if that is intended") from None
     check_components(original, cfg)
     hydra_lines = hydra_yaml_report(run_dir)
     if show_hydra:
