@@ -1,10 +1,11 @@
-"""python -m gptx.reproduce RUN_DIR [--strict-env] [--out DIR] [--show-hydra] [--allow-large]
+"""python -m gptx.reproduce RUN_DIR [--strict-env] [--out DIR] [--show-hydra] [--allow-large] [--allow-config-change]
 
 Re-run a completed run from its saved config (same interventions, seeds, data and model) into a new
 folder, RUN_DIR/reproductions/<date>_<time>[_N]/, and say IDENTICAL (final weights hash equal, test
 loss equal to 6 decimals) or DIFFERENT (the test-loss difference and each differing tensor's max abs
 diff). Exit 0 identical, 1 different, 2 when it cannot run: no completed result.json, an unsafe or
-invalid saved config, the original folder as target, or --strict-env with a changed environment.
+invalid saved config, one that no longer hashes to the run's config_sha256 (truncated or edited), the
+original folder as target, or --strict-env with a changed environment.
 The saved config is read by gptx.saved_config (nothing in it is imported, run or resolved) and the run
 goes through `gptx.run.train` directly, under gptx's own settings: `.hydra/hydra.yaml` is ignored.
 """
@@ -152,7 +153,8 @@ def environment_differences(original: dict[str, Any], current: dict[str, Any]) -
 
 
 def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
-              show_hydra: bool = False, allow_large: bool = False) -> dict[str, Any]:
+              show_hydra: bool = False, allow_large: bool = False,
+              allow_config_change: bool = False) -> dict[str, Any]:
     """Re-run `run_dir` into a new folder and return the report (also written as reproduction.json)."""
     warnings: list[str] = []
 
@@ -163,20 +165,29 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     if out is not None:
         check_out_dir(out, run_dir)
     original = completed_result(run_dir)
-    cfg = load_run_config(run_dir, warn)
+    notes: list[str] = []  # said once the config is known to be the run's: a truncated one misses dozens of keys
+    cfg = load_run_config(run_dir, notes.append)
+    check_components(original, cfg)
+    cfg_matches = config_sha256(to_plain_dict(cfg)) == original.get("config_sha256")
+    if not cfg_matches and not allow_config_change:
+        missing = sum(" has no " in note for note in notes)
+        raise ReproduceError(f"{run_dir / CONFIG_FILE}: the saved config does not match its recorded hash "
+                             f"(config_sha256 in {RESULT_FILE}): truncated or edited"
+                             + (f" ({missing} keys missing)" if missing else "")
+                             + "; restore it, or pass --allow-config-change to run it as it now reads")
+    for note in notes:
+        warn(note)
     try:
         check_parameter_cap(cfg.model, "the saved config", allow_large)
     except ConfigError as err:
         raise ReproduceError(f"{err}, or pass --allow-large if that is intended") from None
-    check_components(original, cfg)
     hydra_lines = hydra_yaml_report(run_dir)
     if show_hydra:
         for line in hydra_lines:
             print(f"note: ignored: {line}", file=sys.stderr)
-    cfg_matches = config_sha256(to_plain_dict(cfg)) == original.get("config_sha256")
     if not cfg_matches:
         warn(f"{run_dir / CONFIG_FILE} does not hash to the config_sha256 in {RESULT_FILE}: the saved config "
-             "was edited since the run, or this gptx version fills in other defaults")
+             "was edited since the run, or this gptx version fills in other defaults (--allow-config-change)")
     env_diffs = environment_differences(original, current_environment(cfg))
     for d in env_diffs:
         warn(f"{d['field']} differs: original {d['original']!r}, now {d['now']!r}")
@@ -338,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default RUN_DIR/reproductions/<date>_<time>)")
     parser.add_argument("--allow-large", action="store_true",
                         help=f"reproduce a model of more than {MAX_PARAMETERS:.3g} parameters")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="reproduce a saved config that no longer hashes to the run's config_sha256 "
+                        "(edited, or filled in with a newer gptx's defaults); refused by default")
     parser.add_argument("--show-hydra", action="store_true",
                         help="list what the saved .hydra/hydra.yaml would run (it is always ignored)")
     args = parser.parse_args(argv)
@@ -345,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gptx.reproduce: error: {args.run_dir} is not a folder", file=sys.stderr)
         return 2
     try:
-        report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large)
+        report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large,
+                           args.allow_config_change)
     except (ReproduceError, ConfigError, CheckpointError) as err:
         print(f"gptx.reproduce: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, ReproductionFailed) else 2

@@ -94,7 +94,7 @@ def test_the_cap_is_one_number(completed, tmp_path):
     run_dir = Path(shutil.copytree(completed, tmp_path / "run"))
     config = run_dir / ".hydra" / "config.yaml"
     config.write_text(huge_config(config.read_text()))
-    line = one_error_line(run_gptx(str(run_dir), module="gptx.reproduce", cwd=tmp_path))
+    line = one_error_line(run_gptx(str(run_dir), "--allow-config-change", module="gptx.reproduce", cwd=tmp_path))
     assert f"gptx's cap of {MAX_PARAMETERS:.3g}" in line and "--allow-large" in line, line
 
 
