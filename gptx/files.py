@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -89,6 +91,58 @@ def disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     return "No space left on device" in str(error) or "Disk quota exceeded" in str(error)
+
+
+class LogFile(logging.FileHandler):
+    """A log file that a full or read-only disk stops quietly: one line on stderr, the first time a record
+    cannot be written (or the file cannot be opened), instead of Python's traceback for every record.
+
+    Hydra's job log (`train.log`, set in gptx/conf/config.yaml) and gptx.reproduce's use it; the console
+    keeps every line, and the command's own error says what the disk did to the run.
+    """
+
+    def __init__(self, filename: str | Path, mode: str = "a", encoding: str | None = None, delay: bool = False,
+                 errors: str | None = None) -> None:
+        self.failed = False
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)
+        if not delay:
+            try:
+                self.stream = self._open()
+            except OSError as err:
+                self._give_up(err)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as err:
+            self._give_up(err)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            self._give_up(err)
+        else:
+            super().handleError(record)
+
+    def _give_up(self, err: OSError) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        stream, self.stream = self.stream, None
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass  # its buffer cannot reach the disk either
+        try:
+            print(f"gptx: warning: cannot write the log {self.baseFilename} ({err.strerror or err}); it stops "
+                  "here, the console keeps every line", file=sys.stderr, flush=True)
+        except OSError:
+            pass  # stderr on the same disk (a launcher's console.log)
 
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import logging
 import shutil
 import sys
@@ -35,7 +36,9 @@ from gptx.files import (
     REPRODUCTIONS_DIR,
     RESULT_FILE,
     TRAIN_LOG,
+    LogFile,
     create_exclusive_dir,
+    disk_full,
     read_json,
     write_atomic,
     write_json,
@@ -199,13 +202,18 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
         raise ReproduceError(f"{', '.join(changed)} differ from the original's; --strict-env refuses "
                              "to reproduce")
     made_parent = out is None and not (run_dir / REPRODUCTIONS_DIR).exists()
-    target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
-    print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
-    mark_run_folder(target)  # made just now, exclusively: gptx's own run folder
-    write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
-    recorded = recorded_interventions(run_dir)
-    if recorded is not None:  # the intervention files travel with the run, not with the user's folder
-        write_atomic(target / INTERVENTIONS_FILE, (run_dir / INTERVENTIONS_FILE).read_bytes())
+    target = None
+    try:
+        target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
+        print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
+        mark_run_folder(target)  # made just now, exclusively: gptx's own run folder
+        write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
+        recorded = recorded_interventions(run_dir)
+        if recorded is not None:  # the intervention files travel with the run, not with the user's folder
+            write_atomic(target / INTERVENTIONS_FILE, (run_dir / INTERVENTIONS_FILE).read_bytes())
+    except OSError as err:  # a read-only or full disk: one line, and nothing of this reproduction stays
+        _remove_new(target, run_dir, made_parent)
+        raise ReproduceError(_cannot_write(err, target or out or run_dir / REPRODUCTIONS_DIR)) from None
     report: dict[str, Any] = {
         "original": str(run_dir.resolve()), "reproduction": str(target.resolve()), "verdict": None,
         "strict_env": strict_env, "config_sha256_matches": cfg_matches,
@@ -216,11 +224,12 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
                                if recorded is not None else None)
     except (ConfigError, CheckpointError):
         # Refused before training (say, its data.path is gone): no stub folder stays behind.
-        shutil.rmtree(target, ignore_errors=True)
-        if made_parent:
-            (run_dir / REPRODUCTIONS_DIR).rmdir()
+        _remove_new(target, run_dir, made_parent)
         raise
     except Exception as err:
+        if disk_full(err) or isinstance(err, OSError) and err.errno == errno.EROFS:
+            _remove_new(target, run_dir, made_parent)  # a half-written reproduction only takes space
+            raise ReproduceError(_cannot_write(err, target)) from None
         report.update(verdict="DIFFERENT", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(), warnings=warnings)
         write_json(target / REPRODUCTION_FILE, report)
@@ -306,7 +315,7 @@ def _train_logged(cfg: GptxConfig, target: Path,
 
     logger = logging.getLogger("gptx")
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(target / TRAIN_LOG)]
+    handlers = [logging.StreamHandler(sys.stderr), LogFile(target / TRAIN_LOG)]
     level = logger.level
     for handler in handlers:
         handler.setFormatter(fmt)
@@ -319,6 +328,26 @@ def _train_logged(cfg: GptxConfig, target: Path,
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
+
+
+def _remove_new(target: Path | None, run_dir: Path, made_parent: bool) -> None:
+    """Remove a reproduction's folder made by this command (and the reproductions/ folder it made)."""
+    if target is not None:
+        shutil.rmtree(target, ignore_errors=True)
+    if made_parent:
+        try:
+            (run_dir / REPRODUCTIONS_DIR).rmdir()
+        except OSError:
+            pass  # never made, or not empty
+
+
+def _cannot_write(err: BaseException, where: Path) -> str:
+    """The one line for a reproduction that a full or read-only disk stopped."""
+    if disk_full(err):
+        return f"the disk is full ({err}): no reproduction was kept in {where}; free space and rerun"
+    place = getattr(err, "filename", None) or where
+    why = getattr(err, "strerror", None) or err
+    return f"cannot write in {place} ({why}): nothing was changed; pass --out with a folder gptx can write in"
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
