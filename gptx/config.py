@@ -40,6 +40,8 @@ NON_SEMANTIC_KEYS = ("sweep", "overwrite", "train.checkpoint_every", "train.chec
 RETIRED_KEYS = {"train.fail_at_step": "the NaN fault hook moved to the environment (GPTX_FAULT=nan@STEP)"}
 
 
+# The longest train.sample_tokens: sample.txt is a smoke test of one forward pass a token (GPT-2's context, twice).
+MAX_SAMPLE_TOKENS = 2048
 # result.json numbers a Hydra sweeper may optimise through `optimized_metric`.
 OPTIMIZABLE_METRICS = ("test_loss", "val_loss", "train_loss", "tokens_per_second", "wall_seconds")
 
@@ -275,7 +277,8 @@ class TrainConfig:
     and one before the final evaluation, so a killed run loses at most this much (null, with
     checkpoint_every null too: only on a stop signal). Checkpoints never change a run's numbers."""
     sample_tokens: int = 30
-    """Greedy tokens generated after "Every effort moves you" into sample.txt."""
+    """Greedy tokens generated after "Every effort moves you" into sample.txt (0 to MAX_SAMPLE_TOKENS, 2048;
+    a stop signal ends the sample between two tokens)."""
 
     def __post_init__(self) -> None:
         _positive("train.batch_size", self.batch_size)
@@ -310,6 +313,9 @@ class TrainConfig:
             _positive("train.checkpoint_every", self.checkpoint_every)
         if self.checkpoint_minutes is not None:
             _positive("train.checkpoint_minutes", self.checkpoint_minutes)
+        if not 0 <= self.sample_tokens <= MAX_SAMPLE_TOKENS:
+            raise ConfigError(f"train.sample_tokens={self.sample_tokens} must be in [0, {MAX_SAMPLE_TOKENS}]: the "
+                              "sample is a smoke test, one forward pass a token (python -m gptx.generate writes more)")
 
     @property
     def micro_batch(self) -> int:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -91,6 +93,58 @@ def disk_full(error: BaseException) -> bool:
     return "No space left on device" in str(error) or "Disk quota exceeded" in str(error)
 
 
+class LogFile(logging.FileHandler):
+    """A log file that a full or read-only disk stops quietly: one line on stderr, the first time a record
+    cannot be written (or the file cannot be opened), instead of Python's traceback for every record.
+
+    Hydra's job log (`train.log`, set in gptx/conf/config.yaml) and gptx.reproduce's use it; the console
+    keeps every line, and the command's own error says what the disk did to the run.
+    """
+
+    def __init__(self, filename: str | Path, mode: str = "a", encoding: str | None = None, delay: bool = False,
+                 errors: str | None = None) -> None:
+        self.failed = False
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)
+        if not delay:
+            try:
+                self.stream = self._open()
+            except OSError as err:
+                self._give_up(err)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as err:
+            self._give_up(err)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            self._give_up(err)
+        else:
+            super().handleError(record)
+
+    def _give_up(self, err: OSError) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        stream, self.stream = self.stream, None
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass  # its buffer cannot reach the disk either
+        try:
+            print(f"gptx: warning: cannot write the log {self.baseFilename} ({err.strerror or err}); it stops "
+                  "here, the console keeps every line", file=sys.stderr, flush=True)
+        except OSError:
+            pass  # stderr on the same disk (a launcher's console.log)
+
+
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
     """Replace `path` with `data` (bytes, or chunks streamed in order) all at once: temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +184,31 @@ def file_sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# The largest safetensors header (tensor index and metadata) gptx reads. gptx writes a config of at most
+# 1 MiB there (gptx.saved_config.MAX_YAML_BYTES) beside an index of about 100 bytes a tensor; safetensors
+# itself would parse up to 100 MB of JSON.
+SAFETENSORS_HEADER_LIMIT = 4 << 20
+
+
+def safetensors_header_length(path: Path) -> int:
+    """A safetensors file's header length, its first 8 bytes (a little-endian u64), read alone.
+
+    ValueError for a file too short to hold them; OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{path} is {len(head)} bytes long: not a safetensors file")
+    return int.from_bytes(head, "little")
+
+
+def check_safetensors_header(path: Path, limit: int = SAFETENSORS_HEADER_LIMIT) -> None:
+    """ValueError (one line) for a safetensors file whose header is over `limit` bytes, before any of it is read."""
+    n = safetensors_header_length(path)
+    if n > limit:
+        raise ValueError(f"{path} has a safetensors header of {n} bytes (tensor index and metadata), over gptx's "
+                         f"limit of {limit >> 20} MiB: not a file gptx wrote; it was not read")
+
+
 def safetensors_complete(path: Path) -> bool:
     """Whether a safetensors file is whole: its header parses and its tensors end exactly at the file's end.
 
@@ -139,7 +218,7 @@ def safetensors_complete(path: Path) -> bool:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             n = int.from_bytes(f.read(8), "little")
-            if n <= 0 or 8 + n > min(size, 100 << 20):
+            if n <= 0 or 8 + n > size or n > SAFETENSORS_HEADER_LIMIT:
                 return False
             header = json.loads(f.read(n))
         ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -154,6 +155,20 @@ def estimated_parameters(cfg: ModelConfig) -> int:
     return embeddings + cfg.n_layers * 12 * cfg.d_model * cfg.d_model
 
 
+# The largest model gptx builds from a config unless told otherwise (GPT-2 XL has 1.56 billion parameters):
+# a typo such as model.d_model=2000000, or a saved config someone else wrote, is one line, never an allocation.
+MAX_PARAMETERS = 2_000_000_000
+
+
+def check_parameter_cap(cfg: ModelConfig, what: str, allow_large: bool = False) -> None:
+    """Refuse (ConfigError, one line) a model of more than MAX_PARAMETERS parameters, from its config alone."""
+    n = estimated_parameters(cfg)
+    if n > MAX_PARAMETERS and not allow_large:
+        raise ConfigError(f"{what} asks for a model of about {n:.3g} parameters (model.d_model={cfg.d_model}, "
+                          f"model.n_layers={cfg.n_layers}, model.vocab_size={cfg.vocab_size}), over gptx's cap "
+                          f"of {MAX_PARAMETERS:.3g}: choose a smaller model")
+
+
 def check_fits(cfg: ModelConfig, memory: int | None, bytes_per_parameter: int, what: str) -> None:
     """Refuse (ConfigError, one line) a model whose `bytes_per_parameter` copies cannot fit in `memory` bytes,
     before any is allocated: an allocation failure is a traceback, or the OOM killer."""
@@ -289,9 +304,13 @@ def flops_per_token(model: GPTModel, seq_len: int) -> float:
 
 
 @torch.no_grad()
-def generate_greedy(model: GPTModel, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-    """Append max_new_tokens argmax tokens to idx [1, t], cropping to the context length."""
+def generate_greedy(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
+                    stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Append max_new_tokens argmax tokens to idx [1, t], cropping to the context length; fewer once `stop()`
+    says so (it is asked before each token)."""
     for _ in range(max_new_tokens):
+        if stop is not None and stop():
+            break
         logits = model(idx[:, -model.cfg.context_length :])[:, -1, :]
         idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
     return idx

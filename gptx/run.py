@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -293,7 +294,7 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         test = split_losses(tr.model, tr.data.test, tr.cfg.data.test_sequences, tr.micro_batch, tr.device,
                             tr.precision, world)  # every rank its share of the test set
         if world.is_main:
-            finish_outputs(tr, result, plain, test)
+            finish_outputs(tr, result, plain, test, stop)
         maybe_fire("result", final["steps"])
         folder.write(result)  # after every other output: its status says they are all in place
         if tracker:
@@ -322,7 +323,7 @@ def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:
 
 
 def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
-                   test: tuple[float, np.ndarray]) -> None:
+                   test: tuple[float, np.ndarray], stop: StopRequest | None = None) -> None:
     """Test loss (and per sequence, `test` from split_losses), throughput, sample and weights; result.json
     comes after them.
 
@@ -339,7 +340,15 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
     result["mfu"] = mfu(result["tokens_per_second"] / tr.world.size, result["flops_per_token"],
                         result["peak_flops"])
     result["final_weights_sha256"] = weights_sha256(tr.model)
-    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens, tokenizer_for(tr.cfg.data))
+    # A stop signal (a time limit, Ctrl-C) ends the sample between two tokens: the outputs after it take
+    # seconds, the sample's tokens one forward pass each.
+    stopped = (lambda: stop.requested) if stop is not None else None
+    sample = greedy_sample(tr.model, tr.device, tr.cfg.train.sample_tokens, tokenizer_for(tr.cfg.data),
+                           stop=stopped)
+    if stop is not None and stop.requested:
+        warning = f"{SAMPLE_FILE} was cut short by a stop signal ({signal.Signals(stop.signum).name})"
+        log.warning(warning)
+        result["warnings"] = [*result.get("warnings", []), warning]
     write_atomic(tr.run_dir / SAMPLE_FILE, (sample + "\n").encode())
     buffer = io.BytesIO()
     np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)

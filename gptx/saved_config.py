@@ -31,7 +31,7 @@ from gptx.config import (
     intervention_settings,
     to_plain_dict,
 )
-from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, MODEL_FILE
+from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, MODEL_FILE, check_safetensors_header
 
 MAX_YAML_BYTES = 1 << 20
 # Files that can run code when loaded: never opened, only reported.
@@ -94,6 +94,8 @@ def config_from_text(text: str, source: str | Path, warn: Warn = print_warning,
     `interventions` (from the run folder's record) lists the interventions it may name beside gptx's own,
     with what each sets.
     """
+    if len(text) > MAX_YAML_BYTES:  # a weights file's metadata, capped as .hydra/config.yaml is
+        raise ConfigError(f"{source} is larger than {MAX_YAML_BYTES} bytes: not a gptx config")
     tree = parse_safe_yaml(text, source)
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(tree).__name__}")
@@ -195,6 +197,10 @@ def _saved_config_text(run_dir: Path) -> tuple[str, str]:
     if weights.is_file():
         from safetensors import SafetensorError, safe_open
 
+        try:
+            check_safetensors_header(weights)
+        except (OSError, ValueError) as err:
+            raise ConfigError(_first_line(err)) from None
         try:
             with safe_open(str(weights), framework="pt") as f:
                 metadata = f.metadata() or {}

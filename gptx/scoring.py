@@ -5,6 +5,8 @@ Shared by training and the command-line tools.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,11 +81,12 @@ def _split_losses(model: GPTModel, split: Split, n_sequences: int | None, batch_
 
 @torch.no_grad()
 def greedy_sample(model: GPTModel, device: torch.device, n_tokens: int, tok: TextTokenizer,
-                  prompt: str = SMOKE_PROMPT) -> str:
-    """The prompt followed by n_tokens greedy tokens, encoded and decoded by the run's tokenizer."""
+                  prompt: str = SMOKE_PROMPT, stop: Callable[[], bool] | None = None) -> str:
+    """The prompt followed by n_tokens greedy tokens (fewer once `stop()` says so, asked before each token),
+    encoded and decoded by the run's tokenizer."""
     was_training = model.training
     model.eval()
     idx = torch.tensor([tok.encode(prompt)], device=device)
-    out = generate_greedy(model, idx, n_tokens)[0].tolist()
+    out = generate_greedy(model, idx, n_tokens, stop)[0].tolist()
     model.train(was_training)
     return tok.decode(out)

@@ -25,6 +25,7 @@ from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, norm
 from gptx.distributed import several_processes
 from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, disk_full, write_atomic
 from gptx.interventions import SearchPath, requested_names, resolve
+from gptx.model import check_parameter_cap
 from gptx.naming import register_resolvers
 from gptx.run import USER_ERRORS, record_failure, train
 from gptx.trackers import check_available
@@ -96,6 +97,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         interventions = chosen_interventions(cfg)
         settings = {name: interventions[name].settings for name in cfg.intervention}
         typed = from_dictconfig(cfg, settings)
+        check_parameter_cap(typed.model, "this config")  # before the folder, the data or the model is touched
         sweep_dir = Path(HydraConfig.get().sweep.dir) if multirun else None
         # A saved config run as the primary config lacks gptx's hydra settings: Hydra wrote .hydra/ itself.
         hydra_wrote = HydraConfig.get().output_subdir

@@ -17,12 +17,16 @@ from safetensors.torch import load_model, save_file
 from torch import nn
 
 from gptx.errors import UsageError
-from gptx.files import MODEL_FILE, RESULT_FILE, file_mode
+from gptx.files import MODEL_FILE, RESULT_FILE, check_safetensors_header, file_mode
 from gptx.hashing import weights_sha256
 
 
 class WeightsNotFound(UsageError, ValueError):
     """A path that names no weights file; the message says what is wrong with it."""
+
+
+class WeightsRefused(WeightsNotFound):
+    """A file gptx will not read as weights (its header is larger than any gptx writes)."""
 
 
 class WeightsDamaged(UsageError, ValueError):
@@ -65,12 +69,24 @@ def weights_path(path: str | Path) -> Path:
         if not weights.is_file():
             raise WeightsNotFound(f"{path} has no {MODEL_FILE}: not a completed run or exported model "
                                   "(a run writes its weights when it completes)")
+        check_header(weights)
         return weights
     if not path.is_file():
         raise WeightsNotFound(f"{path}: no such file or folder")
     if path.suffix != ".safetensors":
         raise WeightsNotFound(f"{path} is not a .safetensors file or a run folder (no other format is loaded)")
+    check_header(path)
     return path
+
+
+def check_header(path: Path) -> None:
+    """Raise WeightsRefused for a weights file whose header is too large to be gptx's (read: its first 8 bytes)."""
+    try:
+        check_safetensors_header(path)
+    except OSError as err:
+        raise WeightsNotFound(f"{path}: unreadable ({err.strerror or err})") from None
+    except ValueError as err:
+        raise WeightsRefused(str(err)) from None
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -136,6 +152,7 @@ def tie_aliases(names: set[str] | dict, metadata: dict[str, str] | None) -> dict
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load safetensors weights into a model built with the same config (strict; tied names resolved)."""
+    check_header(path)
     missing, unexpected = load_model(model, str(path), strict=True)
     if missing or unexpected:
         raise ValueError(f"{path}: missing {missing}, unexpected {unexpected}")

@@ -112,14 +112,14 @@ def test_scenario_9_refuses_original_folder(run, tmp_path, capsys):
 def test_scenario_9_a_reproduction_refused_on_its_config_leaves_no_folder(run, tmp_path, capsys):
     edit_yaml(run / ".hydra" / "config.yaml", lambda tree: tree["data"].update(path=str(tmp_path / "gone.txt")))
     before = digest(run)
-    assert main([str(run)]) == 2
+    assert main([str(run), "--allow-config-change"]) == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("gone.txt is not a file")
     assert digest(run) == before and not (run / "reproductions").exists()  # not even an empty folder
 
 
 def test_scenario_9_a_saved_config_asking_for_a_huge_model_is_refused(run, capsys):
     edit_yaml(run / ".hydra" / "config.yaml", lambda tree: tree["model"].update(d_model=16384, n_layers=64))
-    assert "pass --allow-large" in rejected(run, capsys)
+    assert "pass --allow-large" in rejected(run, capsys, "--allow-config-change")
 
 
 def test_scenario_9_refuses_a_run_that_did_not_complete(run, capsys):

@@ -18,13 +18,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from gptx.config import ModelConfig
+from gptx.config import ConfigError, ModelConfig
 from gptx.errors import ArgumentParser, UsageError, entry_point
 from gptx.files import MODEL_FILE, RESULT_FILE, read_json, read_json_object, weights_intact
 from gptx.hashing import weights_sha256
 from gptx.weights import (
     RECORDED_SHA_KEY,
     WeightsDamaged,
+    WeightsNotFound,
+    check_header,
     load_weights,
     tie_aliases,
     weights_path,
@@ -115,10 +117,11 @@ def max_abs_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file on the CPU, a tied matrix under each of its names."""
     try:
+        check_header(path)
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata()
-    except (OSError, SafetensorError) as err:
+    except (OSError, SafetensorError, WeightsNotFound) as err:
         raise CompareError(f"{path}: unreadable safetensors file: {err}") from None
     return {**tensors, **{alias: tensors[kept] for alias, kept in tie_aliases(tensors, metadata).items()}}
 
@@ -163,7 +166,7 @@ def verify_recorded(path: Path) -> None:
 
         try:
             load_model(path)
-        except LoadError as err:
+        except (LoadError, ConfigError) as err:  # a config gptx will not build a model of is one line too
             raise CompareError(str(err)) from None
 
 

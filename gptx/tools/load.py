@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from gptx.config import GptxConfig
 from gptx.errors import UsageError
 from gptx.hardware import device_memory
-from gptx.model import GPTModel, check_fits
+from gptx.model import GPTModel, check_fits, check_parameter_cap
 from gptx.saved_config import config_from_text, load_run_config
 from gptx.tools.hf import HF_PREFIX, load_hf_model
 from gptx.weights import check_loaded, load_weights, tie_aliases, weights_path
@@ -51,6 +51,7 @@ def load_model(path: str | Path) -> LoadedModel:
     names, metadata = _read_header(weights)
     if "tok_emb.weight" in names:
         config = load_run_config(Path(path)) if Path(path).is_dir() else config_from_metadata(weights, metadata)
+        check_parameter_cap(config.model, f"the config saved with {weights}")
         check_fits(config.model, device_memory(torch.device("cpu")), 4, "its float32 weights")  # loaded on the CPU
         model = GPTModel(config.model)
         try:

@@ -1,10 +1,11 @@
-"""python -m gptx.reproduce RUN_DIR [--strict-env] [--out DIR] [--show-hydra] [--allow-large]
+"""python -m gptx.reproduce RUN_DIR [--strict-env] [--out DIR] [--show-hydra] [--allow-large] [--allow-config-change]
 
 Re-run a completed run from its saved config (same interventions, seeds, data and model) into a new
 folder, RUN_DIR/reproductions/<date>_<time>[_N]/, and say IDENTICAL (final weights hash equal, test
 loss equal to 6 decimals) or DIFFERENT (the test-loss difference and each differing tensor's max abs
 diff). Exit 0 identical, 1 different, 2 when it cannot run: no completed result.json, an unsafe or
-invalid saved config, the original folder as target, or --strict-env with a changed environment.
+invalid saved config, one that no longer hashes to the run's config_sha256 (truncated or edited), the
+original folder as target, or --strict-env with a changed environment.
 The saved config is read by gptx.saved_config (nothing in it is imported, run or resolved) and the run
 goes through `gptx.run.train` directly, under gptx's own settings: `.hydra/hydra.yaml` is ignored.
 """
@@ -12,6 +13,7 @@ goes through `gptx.run.train` directly, under gptx's own settings: `.hydra/hydra
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import shutil
 import sys
@@ -34,14 +36,16 @@ from gptx.files import (
     REPRODUCTIONS_DIR,
     RESULT_FILE,
     TRAIN_LOG,
+    LogFile,
     create_exclusive_dir,
+    disk_full,
     read_json,
     write_atomic,
     write_json,
 )
 from gptx.folders import mark_run_folder
 from gptx.hardware import environment
-from gptx.model import estimated_parameters as model_parameters
+from gptx.model import MAX_PARAMETERS, check_parameter_cap
 from gptx.saved_config import hydra_yaml_report, load_run_config, recorded_interventions
 from gptx.tools.compare import (
     CompareError,
@@ -153,17 +157,9 @@ def environment_differences(original: dict[str, Any], current: dict[str, Any]) -
     return diffs
 
 
-# The largest model a saved config may ask for without --allow-large (GPT-2 XL has 1.56 billion).
-MAX_PARAMETERS = 2_000_000_000
-
-
-def estimated_parameters(cfg: GptxConfig) -> int:
-    """The model's parameter count from its config alone, to a few per cent (nothing is built)."""
-    return model_parameters(cfg.model)
-
-
 def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
-              show_hydra: bool = False, allow_large: bool = False) -> dict[str, Any]:
+              show_hydra: bool = False, allow_large: bool = False,
+              allow_config_change: bool = False) -> dict[str, Any]:
     """Re-run `run_dir` into a new folder and return the report (also written as reproduction.json)."""
     warnings: list[str] = []
 
@@ -174,19 +170,29 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     if out is not None:
         check_out_dir(out, run_dir)
     original = completed_result(run_dir)
-    cfg = load_run_config(run_dir, warn)
-    if not allow_large and estimated_parameters(cfg) > MAX_PARAMETERS:
-        raise ReproduceError(f"the saved config asks for a model of about {estimated_parameters(cfg):.3g} "
-                             f"parameters, over {MAX_PARAMETERS:.3g}; pass --allow-large if that is intended")
+    notes: list[str] = []  # said once the config is known to be the run's: a truncated one misses dozens of keys
+    cfg = load_run_config(run_dir, notes.append)
     check_components(original, cfg)
+    cfg_matches = config_sha256(to_plain_dict(cfg)) == original.get("config_sha256")
+    if not cfg_matches and not allow_config_change:
+        missing = sum(" has no " in note for note in notes)
+        raise ReproduceError(f"{run_dir / CONFIG_FILE}: the saved config does not match its recorded hash "
+                             f"(config_sha256 in {RESULT_FILE}): truncated or edited"
+                             + (f" ({missing} keys missing)" if missing else "")
+                             + "; restore it, or pass --allow-config-change to run it as it now reads")
+    for note in notes:
+        warn(note)
+    try:
+        check_parameter_cap(cfg.model, "the saved config", allow_large)
+    except ConfigError as err:
+        raise ReproduceError(f"{err}, or pass --allow-large if that is intended") from None
     hydra_lines = hydra_yaml_report(run_dir)
     if show_hydra:
         for line in hydra_lines:
             print(f"note: ignored: {line}", file=sys.stderr)
-    cfg_matches = config_sha256(to_plain_dict(cfg)) == original.get("config_sha256")
     if not cfg_matches:
         warn(f"{run_dir / CONFIG_FILE} does not hash to the config_sha256 in {RESULT_FILE}: the saved config "
-             "was edited since the run, or this gptx version fills in other defaults")
+             "was edited since the run, or this gptx version fills in other defaults (--allow-config-change)")
     env_diffs = environment_differences(original, current_environment(cfg))
     for d in env_diffs:
         warn(f"{d['field']} differs: original {d['original']!r}, now {d['now']!r}")
@@ -198,13 +204,18 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
         raise ReproduceError(f"{', '.join(changed)} differ from the original's; --strict-env refuses "
                              "to reproduce")
     made_parent = out is None and not (run_dir / REPRODUCTIONS_DIR).exists()
-    target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
-    print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
-    mark_run_folder(target)  # made just now, exclusively: gptx's own run folder
-    write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
-    recorded = recorded_interventions(run_dir)
-    if recorded is not None:  # the intervention files travel with the run, not with the user's folder
-        write_atomic(target / INTERVENTIONS_FILE, (run_dir / INTERVENTIONS_FILE).read_bytes())
+    target = None
+    try:
+        target = create_out_dir(out, run_dir) if out is not None else new_reproduction_dir(run_dir)
+        print(f"gptx.reproduce: {run_dir} -> {target}", file=sys.stderr)
+        mark_run_folder(target)  # made just now, exclusively: gptx's own run folder
+        write_atomic(target / CONFIG_FILE, OmegaConf.to_yaml(to_plain_dict(cfg)).encode())
+        recorded = recorded_interventions(run_dir)
+        if recorded is not None:  # the intervention files travel with the run, not with the user's folder
+            write_atomic(target / INTERVENTIONS_FILE, (run_dir / INTERVENTIONS_FILE).read_bytes())
+    except OSError as err:  # a read-only or full disk: one line, and nothing of this reproduction stays
+        _remove_new(target, run_dir, made_parent)
+        raise ReproduceError(_cannot_write(err, target or out or run_dir / REPRODUCTIONS_DIR)) from None
     report: dict[str, Any] = {
         "original": str(run_dir.resolve()), "reproduction": str(target.resolve()), "verdict": None,
         "strict_env": strict_env, "config_sha256_matches": cfg_matches,
@@ -215,11 +226,12 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
                                if recorded is not None else None)
     except (ConfigError, CheckpointError):
         # Refused before training (say, its data.path is gone): no stub folder stays behind.
-        shutil.rmtree(target, ignore_errors=True)
-        if made_parent:
-            (run_dir / REPRODUCTIONS_DIR).rmdir()
+        _remove_new(target, run_dir, made_parent)
         raise
     except Exception as err:
+        if disk_full(err) or isinstance(err, OSError) and err.errno == errno.EROFS:
+            _remove_new(target, run_dir, made_parent)  # a half-written reproduction only takes space
+            raise ReproduceError(_cannot_write(err, target)) from None
         report.update(verdict="DIFFERENT", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(), warnings=warnings)
         write_json(target / REPRODUCTION_FILE, report)
@@ -305,7 +317,7 @@ def _train_logged(cfg: GptxConfig, target: Path,
 
     logger = logging.getLogger("gptx")
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(target / TRAIN_LOG)]
+    handlers = [logging.StreamHandler(sys.stderr), LogFile(target / TRAIN_LOG)]
     level = logger.level
     for handler in handlers:
         handler.setFormatter(fmt)
@@ -318,6 +330,26 @@ def _train_logged(cfg: GptxConfig, target: Path,
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
+
+
+def _remove_new(target: Path | None, run_dir: Path, made_parent: bool) -> None:
+    """Remove a reproduction's folder made by this command (and the reproductions/ folder it made)."""
+    if target is not None:
+        shutil.rmtree(target, ignore_errors=True)
+    if made_parent:
+        try:
+            (run_dir / REPRODUCTIONS_DIR).rmdir()
+        except OSError:
+            pass  # never made, or not empty
+
+
+def _cannot_write(err: BaseException, where: Path) -> str:
+    """The one line for a reproduction that a full or read-only disk stopped."""
+    if disk_full(err):
+        return f"the disk is full ({err}): no reproduction was kept in {where}; free space and rerun"
+    place = getattr(err, "filename", None) or where
+    why = getattr(err, "strerror", None) or err
+    return f"cannot write in {place} ({why}): nothing was changed; pass --out with a folder gptx can write in"
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
@@ -349,12 +381,16 @@ def main(argv: list[str] | None = None) -> int:
                         "(default RUN_DIR/reproductions/<date>_<time>)")
     parser.add_argument("--allow-large", action="store_true",
                         help=f"reproduce a model of more than {MAX_PARAMETERS:.3g} parameters")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="reproduce a saved config that no longer hashes to the run's config_sha256 "
+                        "(edited, or filled in with a newer gptx's defaults); refused by default")
     parser.add_argument("--show-hydra", action="store_true",
                         help="list what the saved .hydra/hydra.yaml would run (it is always ignored)")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         raise ReproduceError(f"{args.run_dir} is not a folder")
-    report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large)
+    report = reproduce(args.run_dir, args.out, args.strict_env, args.show_hydra, args.allow_large,
+                       args.allow_config_change)
     return 0 if report["verdict"] == "IDENTICAL" else 1
 
 

@@ -57,7 +57,7 @@ def test_scenario_10_os_system_in_the_saved_config_runs_nothing(run, tmp_path):
     before = tree_digest(run)
     proc = reproduce(run, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("gptx.reproduce: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("gptx: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert "key '_target_' is not allowed" in proc.stderr
     assert not marker.exists() and proc.stdout == ""
     assert tree_digest(run) == before and not (run / "reproductions").exists()
