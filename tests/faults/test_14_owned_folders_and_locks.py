@@ -8,6 +8,8 @@ a lock file gptx cannot open and a read-only bind mount (skipped where mounting 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -79,10 +81,11 @@ def test_only_checkpoint_folders_gptx_named_are_deleted(tmp_path):
 @pytest.mark.parametrize("same_config", [False, True], ids=["different", "same"])
 def test_two_runs_into_one_folder_at_once_one_is_refused(tmp_path, same_config):
     run_dir = tmp_path / "run"
-    first = cli_start(run_dir, "train.max_steps=30", "init_seed=1")
+    # the first run holds itself (SIGSTOP) at step 5 with the folder locked, however fast the machine is
+    first = cli_start(run_dir, "train.max_steps=30", "init_seed=1", env={"GPTX_FAULT": "step@5=STOP"})
     try:
         deadline = time.monotonic() + 120
-        while not (run_dir / "result.json").exists():  # the first run holds the folder and trains
+        while Path(f"/proc/{first.pid}/stat").read_text().split(")")[-1].split()[0] != "T":
             assert first.poll() is None and time.monotonic() < deadline, first.stderr and first.stderr.read()
             time.sleep(0.05)
         second = run_gptx(*TINY, "train.max_steps=30", f"init_seed={1 if same_config else 2}",
@@ -91,6 +94,7 @@ def test_two_runs_into_one_folder_at_once_one_is_refused(tmp_path, same_config):
         [line] = error_lines(second.stderr)
         assert "in use by another gptx process" in line
     finally:
+        os.kill(first.pid, signal.SIGCONT)
         _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
     done = result(run_dir)
