@@ -7,7 +7,6 @@ the run folders hold.
 """
 
 import atexit
-import importlib.util
 import json
 import os
 import re
@@ -350,13 +349,11 @@ def _with_value(item: str, swept: dict[str, list]) -> str:
 
 
 def _write_report(sweep_dir: Path) -> dict[str, Any] | None:
-    """Call gptx.analyze.write_report when it exists; its failure must never hide the runs table."""
-    if importlib.util.find_spec("gptx.analyze") is None:
-        return
+    """The noise report into the sweep folder; its failure must never hide the runs table."""
     try:
-        from gptx import analyze
+        from gptx.analysis.outputs import write_report  # scipy and the report only once the sweep ends
 
-        return analyze.write_report(paths=[sweep_dir], out_dir=sweep_dir)
+        return write_report(paths=[sweep_dir], out_dir=sweep_dir)
     except Exception as e:  # noqa: BLE001 - any report error is reported and the sweep goes on
         print(f"gptx: report not written ({type(e).__name__}: {e}); runs.csv is complete", file=sys.stderr)
 

@@ -71,12 +71,12 @@ def test_callback_writes_runs_csv_and_fails_the_launch_for_a_run_that_failed_now
 
 
 def test_a_failing_report_never_hides_the_runs_table(tmp_path, monkeypatch, capsys):
-    from gptx import analyze
+    from gptx.analysis import outputs
 
     def broken(**kwargs):
         raise RuntimeError("plot backend exploded")
 
-    monkeypatch.setattr(analyze, "write_report", broken)
+    monkeypatch.setattr(outputs, "write_report", broken)
     _run(tmp_path / "r", {"status": "completed", "test_loss": 2.0})
     callback = SweepCallback()
     callback.on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
