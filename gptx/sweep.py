@@ -124,6 +124,28 @@ def lock_sweep(sweep_dir: str | os.PathLike) -> None:
     except OSError as err:
         exit_with(f"cannot create the sweep folder {sweep_dir} ({err.strerror or err}); "
                   "pick sweep=OTHER or output_root=…")
+    try:
+        _probe_space(sweep_dir)
+    except OSError as err:
+        unlock_sweep(sweep_dir)
+        exit_with(f"cannot write in the sweep folder {sweep_dir} ({err.strerror or err}): nothing was run; "
+                  "free space (or pick output_root=… elsewhere) and relaunch the same command")
+
+
+SPACE_PROBE = 1 << 16  # bytes written and removed at launch: Hydra's multirun.yaml and the first files
+
+
+def _probe_space(sweep_dir: Path) -> None:
+    """Write and remove a small file, so a disk that is already full (or read-only) stops the launch in one
+    line here rather than in a traceback from Hydra's own write of multirun.yaml."""
+    probe = sweep_dir / f".space-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * SPACE_PROBE)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def unlock_sweep(sweep_dir: str | os.PathLike) -> None:

@@ -156,3 +156,17 @@ def test_reproduce_onto_a_full_disk_is_one_line_and_leaves_nothing(completed, fu
     [line] = error_lines(proc)
     assert proc.returncode == 2 and "the disk is full" in line, proc.stderr[-3000:]
     assert tree_digest(run_dir) == before
+
+
+def test_a_sweep_launched_onto_a_full_disk_is_one_line(full_disk):
+    """Hydra writes multirun.yaml before any job: a full disk stops the launch at the sweep lock, in one
+    line, and once space is freed the same command runs."""
+    args = ["-m", *RUN, *LOCAL, "sweep=s", "init_seed=1,2", CALLBACK]
+    filler = fill(full_disk)
+    proc = run_gptx(*args, cwd=full_disk)
+    [line] = error_lines(proc)
+    assert proc.returncode == 2 and "No space left on device" in line and "nothing was run" in line, line
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    filler.unlink()
+    again = run_gptx(*args, cwd=full_disk)
+    assert again.returncode == 0, again.stderr[-3000:]
