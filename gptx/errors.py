@@ -51,7 +51,8 @@ def exit_with(error: BaseException | str, status: int | None = None) -> NoReturn
 
 def entry_point(*also: type[BaseException]) -> Callable:
     """Decorate a command's `main(argv) -> int | None`: a GptxError (or one of `also`, e.g. the analysis
-    package's own UserError) is one line and its exit status instead of a traceback."""
+    package's own UserError) is one line and its exit status instead of a traceback; Ctrl-C is one line
+    and 130, as a shell reports it."""
     caught = (GptxError, *also)
 
     def wrap(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -61,6 +62,9 @@ def entry_point(*also: type[BaseException]) -> Callable:
                 return main(argv) or 0
             except caught as err:
                 return report(err)
+            except KeyboardInterrupt:  # Ctrl-C in a command (a long generate, a big analysis): no traceback
+                print("gptx: interrupted", file=sys.stderr, flush=True)
+                return 130
 
         return run
 

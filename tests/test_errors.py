@@ -86,3 +86,11 @@ def test_entry_point_prints_one_line_with_the_errors_own_status(capsys):
     assert (main(["usage"]), main(["refused"]), main(["other"])) == (2, 1, 2)
     assert capsys.readouterr().err.splitlines() == ["gptx: error: bad flag", "gptx: error: no", "gptx: error: 'k'"]
     assert one_line("") == "gptx: error: unknown error"
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_130(capsys):
+    @entry_point()
+    def main(argv):
+        raise KeyboardInterrupt
+
+    assert main([]) == 130 and capsys.readouterr().err == "gptx: interrupted\n"
