@@ -16,10 +16,31 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+
 # A run's folder.
+class Status(str, Enum):
+    """A run's state: `status` in result.json (written by gptx.run only), and `incomplete` in runs.csv for a
+    run that never wrote a final one. A str, so it compares with, and is written as, its value."""
+
+    RUNNING = "running"  # started; a run killed hard keeps this
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # a non-finite loss: a finished experiment, its metric unusable
+    FAILED = "failed"  # raised: the error is recorded
+    INTERRUPTED = "interrupted"  # stopped by a signal after a checkpoint; a relaunch resumes it
+    INCOMPLETE = "incomplete"  # runs.csv only: no final result.json (running, interrupted or unreadable)
+
+    __str__ = str.__str__  # f-strings and csv give the value on every Python, as StrEnum does
+    __format__ = str.__format__
+
+
+FINAL_STATUSES = (Status.COMPLETED, Status.DIVERGED, Status.FAILED)  # a run that will not change any more
+OK_STATUSES = (Status.COMPLETED, Status.DIVERGED)  # finished experiments: a sweep with only these exits 0
+
+
 RESULT_FILE = "result.json"  # its presence and status say what became of a run; written by gptx.run only
 METRICS_FILE = "metrics.jsonl"  # one JSON record per logged step
 MODEL_FILE = "model.safetensors"  # the final weights

@@ -29,7 +29,7 @@ from gptx.analysis.sequential import MAX_SEEDS as ADAPTIVE_SEEDS
 from gptx.analysis.sequential import Plan
 from gptx.analysis.summary import analyze, jsonable
 from gptx.errors import ArgumentParser, entry_point
-from gptx.files import write_atomic
+from gptx.files import Status, write_atomic
 
 STUDY_EXPERIMENT = "gpt2_small_chinchilla"
 STUDY_SECONDS, STUDY_GPUS = 3 * 3600 + 24 * 60, 8  # the study's measured run: 3 h 24 min on 8×A100 40 GB
@@ -93,7 +93,7 @@ def _pilot(path: Path, baseline: str) -> dict:
     if not design or design["why_not_fitted"] or design["sd_train"] is None:
         why = design["why_not_fitted"] if design else f"no runs of the baseline arm `{baseline}`"
         raise UserError(f"the pilot sweep {path} gives no noise estimate: {why}")
-    done = [r.result for r in runs if r.status == "completed"]
+    done = [r.result for r in runs if r.status == Status.COMPLETED]
     speed = [r["tokens_per_second"] for r in done if isinstance(r.get("tokens_per_second"), (int, float))]
     tokens = [r["tokens"] for r in done if isinstance(r.get("tokens"), (int, float))]
     world = [int(r.get("world_size") or 1) for r in done]

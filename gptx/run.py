@@ -38,6 +38,7 @@ from gptx.files import (
     SAMPLE_FILE,
     TEST_LOSSES_FILE,
     MetricsLog,
+    Status,
     file_sha256,
     read_result,
     weights_intact,
@@ -90,7 +91,7 @@ class RunFolder:
     def holds_completed(self) -> bool:
         """Whether result.json (as last read or written) says the run completed."""
         state = self.current if self.current is not None else self.previous
-        return bool(state and state.get("status") == "completed")
+        return bool(state and state.get("status") == Status.COMPLETED)
 
     def write(self, result: dict[str, Any]) -> None:
         """Replace result.json (rank 0 only)."""
@@ -102,7 +103,7 @@ class RunFolder:
         """Record `failed` with the error, keeping what the run recorded; a completed run is left alone."""
         if not self.is_main or self.holds_completed():
             return
-        result = {**(self.current or self.previous or {}), "status": "failed", "error": error}
+        result = {**(self.current or self.previous or {}), "status": Status.FAILED, "error": error}
         if trace is not None:
             result["traceback"] = trace
         try:
@@ -210,9 +211,9 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
         log.warning("%s completed, but %s: training the run again", run_dir, why)
         damaged = True
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
-    replacing = damaged or cfg.overwrite and previous is not None and (previous.get("status") == "completed"
+    replacing = damaged or cfg.overwrite and previous is not None and (previous.get("status") == Status.COMPLETED
                                                                        or previous.get("config_sha256") != cfg_sha)
-    base = {"status": "running", "intervention": cfg.intervention_names, "arm": cfg.arm,
+    base = {"status": Status.RUNNING, "intervention": cfg.intervention_names, "arm": cfg.arm,
             "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
             "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
             "world_size": world.size, "arm_settings": arm_settings(plain),
@@ -274,14 +275,14 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         try:
             final = training_loop(tr, position, metrics, stop, lambda: wall_before + time.perf_counter() - start)
         except Diverged as err:
-            result.update(status="diverged", error=str(err), diverged_at_step=err.step,
+            result.update(status=Status.DIVERGED, error=str(err), diverged_at_step=err.step,
                           wall_seconds=wall_before + time.perf_counter() - start)
             folder.write(result)
             if tracker:
                 tracker.finish(result)
             return result
         except SystemExit:
-            result.update(status="interrupted", wall_seconds=wall_before + time.perf_counter() - start)
+            result.update(status=Status.INTERRUPTED, wall_seconds=wall_before + time.perf_counter() - start)
             folder.write(result)
             raise
         finally:
@@ -289,7 +290,7 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         stop.finishing()
         maybe_fire("final", final["steps"])
         wall = wall_before + time.perf_counter() - start
-        result.update(final, status="completed", wall_seconds=wall, error=None, diverged_at_step=None)
+        result.update(final, status=Status.COMPLETED, wall_seconds=wall, error=None, diverged_at_step=None)
         result["init_param_sha256"] = tr.init_param_sha256
         test = split_losses(tr.model, tr.data.test, tr.cfg.data.test_sequences, tr.micro_batch, tr.device,
                             tr.precision, world)  # every rank its share of the test set
@@ -332,7 +333,7 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
     test_loss, per_sequence = test
     result["test_loss"] = test_loss
     if test_loss != test_loss or test_loss in (float("inf"), float("-inf")):
-        result.update(status="diverged", error="non-finite test loss")
+        result.update(status=Status.DIVERGED, error="non-finite test loss")
     result["test_tokens"] = len(per_sequence) * tr.seq_len
     result["tokens_per_second"] = result["tokens"] / max(result["wall_seconds"], 1e-9)
     result["flops_per_token"] = flops_per_token(tr.model, tr.seq_len)

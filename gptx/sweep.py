@@ -21,14 +21,22 @@ from omegaconf import DictConfig, OmegaConf
 from gptx.analysis.runs import load_runs, write_runs_csv
 from gptx.config import ConfigError, LoggerConfig
 from gptx.errors import exit_with
-from gptx.files import LOCK_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, read_json_object, write_atomic
+from gptx.files import (
+    FINAL_STATUSES,
+    LOCK_FILE,
+    OK_STATUSES,
+    RESULT_FILE,
+    RUNS_CSV,
+    STUDY_FILE,
+    Status,
+    read_json_object,
+    write_atomic,
+)
 from gptx.folders import FolderRefused, take_lock
 from gptx.trackers import check_available, log_report, prepare_sweep_store
 
 # Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
-FINAL_STATUSES = ("completed", "diverged", "failed")
 # A run that ended like this is a finished experiment; `failed` and `incomplete` make the exit non-zero.
-OK_STATUSES = ("completed", "diverged")
 RUN_COLUMNS = (
     "run", "status", "intervention", "arm", "init_seed", "train_seed", "data_seed", "test_loss",
     "wall_seconds", "init_weights_sha256", "final_weights_sha256", "config_sha256", "error",
@@ -47,11 +55,11 @@ def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[s
     try:
         result = read_json_object(run_dir / RESULT_FILE)  # total: too deep, too large or not UTF-8 is one line
     except FileNotFoundError:
-        row["status"] = "incomplete"
+        row["status"] = Status.INCOMPLETE
         row["error"] = "no result.json"
         return row
     except (OSError, ValueError) as e:
-        row["status"] = "incomplete"
+        row["status"] = Status.INCOMPLETE
         row["error"] = f"unreadable result.json: {e}"
         return row
     for column in RUN_COLUMNS[1:]:
@@ -61,7 +69,7 @@ def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[s
         row[column] = "" if value is None else value
     if row["status"] not in FINAL_STATUSES:
         row["error"] = row["error"] or f"result.json status {row['status']!r}"
-        row["status"] = "incomplete"
+        row["status"] = Status.INCOMPLETE
     row["error"] = str(row["error"]).strip().splitlines()[-1] if row["error"] else ""
     return row
 
@@ -236,7 +244,7 @@ class SweepCallback(Callback):
         summary = _write_report(sweep_dir)
         if self.logger is not None:
             log_report(LoggerConfig(**self.logger), sweep_dir)
-        counts = {s: sum(r["status"] == s for r in rows) for s in FINAL_STATUSES + ("incomplete",)}
+        counts = {s: sum(r["status"] == s for r in rows) for s in FINAL_STATUSES + (Status.INCOMPLETE,)}
         print(format_table(rows, ("run", "status", "test_loss", "wall_seconds", "error")))
         print(
             f"sweep {sweep_dir}: {len(rows)} runs ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}); "
@@ -307,7 +315,7 @@ def check_one_study(config: DictConfig, sweep_dir: Path) -> dict[str, Any] | Non
                       "with both values to compare them as arms")
     missing = missing_baseline(base, interventions, swept)
     # a baseline still running in another launch counts: it will be there for the report
-    has_baseline = any(r.arm == "baseline" and (r.included or r.status == "running") for r in runs)
+    has_baseline = any(r.arm == "baseline" and (r.included or r.status == Status.RUNNING) for r in runs)
     basic = str(OmegaConf.select(config, "hydra.sweeper._target_") or "").endswith("BasicSweeper")
     if missing and not has_baseline and basic:  # other sweepers plan their own arms (adaptive checks its baseline)
         print(f"gptx: warning: no run of this sweep is the baseline (the base config at {', '.join(missing)}), "

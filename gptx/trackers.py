@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gptx.config import ConfigError, LoggerConfig, LoggerKind, flatten
-from gptx.files import sweep_label
+from gptx.files import Status, sweep_label
 
 log = logging.getLogger("gptx.trackers")
 
@@ -237,7 +237,7 @@ class _MLflow:
         now = _millis()
         self.client.log_batch(self.run_id, metrics=[Metric(f"final/{k}", v, now, self.step) for k, v in values.items()])
         self.client.set_tag(self.run_id, "gptx.status", status)
-        self.client.set_terminated(self.run_id, "FINISHED" if status == "completed" else "FAILED")
+        self.client.set_terminated(self.run_id, "FINISHED" if status == Status.COMPLETED else "FAILED")
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id, "KILLED")

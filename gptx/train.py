@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptx import errors
 from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, normalize_overrides, register_schema
 from gptx.distributed import several_processes
-from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, disk_full, write_atomic
+from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, Status, disk_full, write_atomic
 from gptx.interventions import SearchPath, requested_names, resolve
 from gptx.model import check_parameter_cap
 from gptx.naming import register_resolvers
@@ -125,7 +125,7 @@ def main(cfg: DictConfig) -> dict[str, Any] | float | None:
         raise
     if result.get("skipped"):
         print(f"gptx: skipped {run_dir}: already completed with the same config")
-    elif result["status"] != "completed":
+    elif result["status"] != Status.COMPLETED:
         log.error("run %s: %s", result["status"], result.get("error"))
         if not multirun:
             raise SystemExit(1)
@@ -159,7 +159,7 @@ def end_the_step_if_one_of_several(err: Exception) -> None:
 def optimized_value(result: dict[str, Any], metric: str) -> float:
     """The number a Hydra sweeper optimises: result[metric] for a completed run, else NaN (a failed trial)."""
     value = result.get(metric)
-    ok = result.get("status") == "completed" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = result.get("status") == Status.COMPLETED and isinstance(value, (int, float)) and not isinstance(value, bool)
     return float(value) if ok else float("nan")
 
 

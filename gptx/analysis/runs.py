@@ -16,10 +16,12 @@ import numpy as np
 
 from gptx.analysis.arms import name_arms, read_study_base
 from gptx.files import (
+    FINAL_STATUSES,
     METRICS_FILE,
     REPRODUCTIONS_DIR,
     RESULT_FILE,
     TEST_LOSSES_FILE,
+    Status,
     read_json_object,
     write_atomic,
 )
@@ -31,7 +33,6 @@ CSV_FIELDS = ("run", "arm", "intervention", "status", "included", "reason", "ini
               "tokens_per_second", "device", "precision", "model", "n_params", "diverged_at_step", "error",
               "hostname", "config_sha256", "init_weights_sha256", "final_weights_sha256")
 # Statuses a run can end with; runs.csv calls anything else (still running, killed, unreadable) incomplete.
-FINAL_STATUSES = ("completed", "diverged", "failed")
 
 
 class UserError(Exception):
@@ -96,17 +97,17 @@ def run_from_result(result: dict, folder: Path, metric: str) -> Run:
     seeds = (result.get("init_seed"), result.get("train_seed"), result.get("data_seed"))
     run = Run(folder, result, arm, status, seeds=seeds)
     value = result.get(metric)
-    if status != "completed":
+    if status != Status.COMPLETED:
         step = result.get("diverged_at_step")
-        run.reason = {"running": "incomplete: status still 'running' (killed, or not finished)",
-                      "diverged": "diverged" + (f" at step {step}" if step is not None else ""),
+        run.reason = {Status.RUNNING: "incomplete: status still 'running' (killed, or not finished)",
+                      Status.DIVERGED: Status.DIVERGED.value + (f" at step {step}" if step is not None else ""),
                       "unknown": "result.json has no status"}.get(status, status)
         run.reason += f": {str(result['error']).splitlines()[0]}" if result.get("error") else ""
     elif isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
         run.reason = f"no numeric {metric}"
     elif value is None or not math.isfinite(value):
         # non-finite losses are written as null: a completed run without a finite metric diverged
-        run.status, run.reason = "diverged", f"diverged: {metric} is {value if value is not None else 'null'}"
+        run.status, run.reason = Status.DIVERGED, f"diverged: {metric} is {value if value is not None else 'null'}"
     else:
         run.value = float(value)
     return run
@@ -190,7 +191,7 @@ def _incomplete_why(r: Run) -> str:
     if r.status in FINAL_STATUSES:
         return ""
     if not r.result:
-        return "no result.json" if r.status == "running" else r.reason or r.status
+        return "no result.json" if r.status == Status.RUNNING else r.reason or r.status
     return f"result.json status {r.status!r}"
 
 
@@ -210,7 +211,7 @@ def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True
             raise
         files = []
     runs = [load_run(f, metric) for f in files] + [
-        Run(d, {}, "?", "running", reason="incomplete: no result.json (killed before writing one)")
+        Run(d, {}, "?", Status.RUNNING, reason="incomplete: no result.json (killed before writing one)")
         for d in find_unfinished(paths)]
     found = name_arms(runs, read_study_base(paths))
     if notes is not None:
@@ -236,6 +237,6 @@ def write_runs_csv(runs: list[Run], path: Path) -> None:
                     "run": str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder),
                     "arm": r.arm, "intervention": "+".join(map(str, intervention))
                     if isinstance(intervention, list) else intervention,
-                    "status": r.status if r.status in FINAL_STATUSES else "incomplete",
+                    "status": r.status if r.status in FINAL_STATUSES else Status.INCOMPLETE,
                     "included": r.included, "reason": r.reason or "", "error": error.splitlines()[-1] if error else ""})
     write_atomic(path, buffer.getvalue().encode())

@@ -34,6 +34,7 @@ from scipy import stats as sps
 from gptx.analysis.defaults import ALPHA, DEFAULT_SPENDING, FIRST_WAVE, MAX_SEEDS, MIN_EFFECT, WAVE_SIZE  # noqa: F401 - MAX_SEEDS re-exported
 from gptx.analysis.runs import Run
 from gptx.analysis.summary import analyze
+from gptx.files import FINAL_STATUSES
 
 SPENDING = ("obrien_fleming", "pocock")
 OPEN, BUDGET = "open", "undecided (budget)"
@@ -153,7 +154,7 @@ def _finished(runs: list[Run], plan: Plan) -> dict[tuple[str, int], list[Run]]:
     """The runs that ended (completed, diverged or failed) by (arm, init_seed)."""
     out: dict = {}
     for r in runs:
-        if r.status in ("completed", "diverged", "failed") and r.seeds[0] in plan.seeds:
+        if r.status in FINAL_STATUSES and r.seeds[0] in plan.seeds:
             out.setdefault((r.arm, r.seeds[0]), []).append(r)
     return out
 

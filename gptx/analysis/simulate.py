@@ -21,6 +21,7 @@ import numpy as np
 
 from gptx.analysis.runs import Run, run_from_result
 from gptx.analysis.summary import analyze
+from gptx.files import Status
 
 SD_INIT, SD_TRAIN = 0.0155, 0.0058  # the study's variance components (STATISTICS.md)
 INTERVENTIONS = ("fp32", "grad_clip", "qkv_bias", "lr_schedule", "weight_decay", "no_dropout",
@@ -117,7 +118,7 @@ def sweep(cells: list[tuple], rng: np.random.Generator, effect: float = 0.0, sd_
         data_seed = 1 if arm in case.new_data else None
         loss = _loss(rng, case, arm, effect, u_base, u_own, data, init, data_seed, sd_init, sd_train)
         params = {"w": f"w-{init}", **({"extra": f"x-{arm}-{init}"} if arm in case.own_init else {})}
-        result = {"status": "failed" if failed else "completed", "arm": arm, "intervention": [arm],
+        result = {"status": Status.FAILED if failed else Status.COMPLETED, "arm": arm, "intervention": [arm],
                   "init_seed": init, "train_seed": train, "data_seed": data_seed, "replica": 0,
                   "test_loss": None if failed else loss, "final_weights_sha256": f"final-{k}",
                   "init_weights_sha256": (f"init-{init}" + (f"-{arm}" if arm in case.own_init else ""))
@@ -136,7 +137,7 @@ def random_sweep(rng: np.random.Generator) -> list[Run]:
         arm = str(rng.choice(arms)) if arms else "baseline"
         init = int(rng.integers(1, 6)) if rng.random() < 0.95 else None
         train = [None, 1, 2][int(rng.integers(0, 3))]
-        status = str(rng.choice(["completed"] * 8 + ["failed", "running", "diverged"]))
+        status = str(rng.choice([Status.COMPLETED] * 8 + [Status.FAILED, Status.RUNNING, Status.DIVERGED]))
         loss = 3.7 + (0.02 * rng.normal() if init is not None else 0) + 0.005 * rng.normal()
         loss = [loss, None, float("nan"), 3.7][int(rng.choice(4, p=[0.85, 0.05, 0.05, 0.05]))]
         result = {"status": status, "arm": arm, "init_seed": init, "train_seed": train,
@@ -172,7 +173,7 @@ def adaptive_trial(plan, rng: np.random.Generator, effects: dict[str, float], sd
             loss = _loss(rng, case, arm, effects.get(arm, 0.0), u_base, u_own, data, init, data_seed, sd_init,
                          sd_train)
             params = {"w": f"w-{init}", **({"extra": f"x-{arm}-{init}"} if arm in case.own_init else {})}
-            result = {"status": "failed" if failed else "completed", "arm": arm, "intervention": [arm],
+            result = {"status": Status.FAILED if failed else Status.COMPLETED, "arm": arm, "intervention": [arm],
                       "init_seed": init, "train_seed": None, "data_seed": data_seed, "replica": 0,
                       "test_loss": None if failed else loss, "final_weights_sha256": f"final-{len(runs)}",
                       "init_weights_sha256": f"init-{init}" + (f"-{arm}" if arm in case.own_init else ""),

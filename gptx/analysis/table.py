@@ -20,11 +20,11 @@ from pathlib import Path
 
 from gptx.analysis.runs import Run, UserError, run_from_result
 from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
-from gptx.files import RESULT_FILE
+from gptx.files import RESULT_FILE, Status
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 SEEDS = ("init_seed", "train_seed", "data_seed", "replica")
-STATUSES = ("completed", "diverged", "failed", "running", "incomplete")
+STATUSES = (Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.RUNNING, Status.INCOMPLETE)
 # columns with a meaning of their own; any other column holding a dot is a config key defining the arm
 RESERVED = ("arm", *SEEDS, "status", "init_weights_sha256", "final_weights_sha256", "test_losses", "note",
             "included", "reason")
@@ -205,12 +205,12 @@ def runs_from_rows(rows: list[tuple[str, dict]], metric: str = "test_loss", sour
     runs, seen, notes = [], {}, []
     for (where, row), arm in zip(rows, arms):
         seeds = {k: _seed(row.get(k), where, k) for k in SEEDS}
-        status = (_text(row.get("status")) or "completed").lower()
+        status = (_text(row.get("status")) or Status.COMPLETED).lower()
         if status not in STATUSES:
             raise UserError(f"{where}, column status: {row.get('status')!r}; use one of {', '.join(STATUSES)}")
         # gptx's own runs.csv reads as a table: its rows marked included=False stay out (duplicate copies)
         left_out = (_text(row.get("included")) or "").lower() in ("false", "0", "no")
-        counted = status == "completed" and not left_out
+        counted = status == Status.COMPLETED and not left_out
         if seeds["init_seed"] is None and counted:
             raise UserError(f"{where}, column init_seed: empty; every run needs the seed its weights were drawn from")
         value = _number(row.get(metric), where, metric)
@@ -234,7 +234,7 @@ def runs_from_rows(rows: list[tuple[str, dict]], metric: str = "test_loss", sour
         extra = {k: _value(v) for k, v in row.items() if k not in RESERVED and k != metric and "." not in k}
         init_hash = _text(row.get("init_weights_sha256"))
         seeded = seeds["init_seed"] is not None
-        result = {**extra, "arm": arm, "status": "running" if status == "incomplete" else status, **seeds,
+        result = {**extra, "arm": arm, "status": Status.RUNNING if status == Status.INCOMPLETE else status, **seeds,
                   metric: value,
                   # no hash: the seed says which initial weights (the pairing assumption the report states)
                   "init_weights_sha256": init_hash or (f"init_seed={seeds['init_seed']}" if seeded else None),

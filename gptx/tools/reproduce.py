@@ -37,6 +37,7 @@ from gptx.files import (
     RESULT_FILE,
     TRAIN_LOG,
     LogFile,
+    Status,
     create_exclusive_dir,
     disk_full,
     read_json,
@@ -83,7 +84,7 @@ def completed_result(run_dir: Path) -> dict[str, Any]:
         raise ReproduceError(f"{run_dir} has no {RESULT_FILE}: not a finished gptx run") from None
     except (OSError, ValueError) as err:
         raise ReproduceError(f"{path} is unreadable: {err}") from None
-    if not isinstance(result, dict) or result.get("status") != "completed":
+    if not isinstance(result, dict) or result.get("status") != Status.COMPLETED:
         status = result.get("status") if isinstance(result, dict) else None
         raise ReproduceError(f"{path} says status {status!r}: only a completed run can be reproduced")
     if not isinstance(result.get("final_weights_sha256"), str):
@@ -280,7 +281,7 @@ def _verdict(run_dir: Path, target: Path, original: dict[str, Any], result: dict
         except CompareError as err:
             warn(str(err))
     loss = loss_agreement(_float(original.get("test_loss")), _float(result.get("test_loss")))
-    identical = result.get("status") == "completed" and weights_same and loss["equal_printed"] is True
+    identical = result.get("status") == Status.COMPLETED and weights_same and loss["equal_printed"] is True
     return {"verdict": "IDENTICAL" if identical else "DIFFERENT", "status": result.get("status"),
             "error": result.get("error"),
             "init_weights_identical": original.get("init_weights_sha256") == result.get("init_weights_sha256"),
@@ -294,7 +295,7 @@ def verdict_lines(report: dict[str, Any], tensors: WeightsComparison | None) -> 
     """The verdict as printed: IDENTICAL or DIFFERENT, then weights, test loss and differing tensors."""
     w = report["weights"]
     lines = [report["verdict"]]
-    if report["status"] != "completed":
+    if report["status"] != Status.COMPLETED:
         lines.append(f"  the reproduction ended {report['status']!r}: {report['error']}")
     lines.append(f"  weights: original {_short(w['recorded'])} (result.json)"
                  + (f", {_short(w['original_file'])} (its {MODEL_FILE})" if w["original_file_altered"] else "")

@@ -17,7 +17,7 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gptx.config import ConfigError, config_sha256
-from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, read_json, weights_intact
+from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, Status, read_json, weights_intact
 from gptx.saved_config import parse_safe_yaml
 
 
@@ -114,7 +114,7 @@ def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | N
         saved_config = (run_dir / CONFIG_FILE).read_text()
     except (OSError, ValueError):
         return None
-    if not isinstance(result, dict) or result.get("status") != "completed":
+    if not isinstance(result, dict) or result.get("status") != Status.COMPLETED:
         return None
     if not _same_config(saved_config, run_dir, task_cfg):
         return None
@@ -163,7 +163,7 @@ def job_row(job: Job, sweep_dir: Path) -> dict[str, Any]:
     skipped = job.skipped or (ret is not None and ret.status == JobStatus.COMPLETED
                               and isinstance(ret._return_value, dict) and bool(ret._return_value.get("skipped")))
     row["this_launch"] = "skipped" if skipped else "ran" if ret is not None else "not started"
-    if row["status"] == "incomplete" and job.ended_how:
+    if row["status"] == Status.INCOMPLETE and job.ended_how:
         row["error"] = f"crashed ({job.ended_how})"
     if row["wall_seconds"] == "" and job.wall_s is not None:
         row["wall_seconds"] = job.wall_s
@@ -181,7 +181,7 @@ def announce_done(job: Job, done: int, total: int, label: str) -> None:
     print(f"{label}: {done}/{total} done: {job.run_dir.name} {row['status']}"
           + (f" test_loss {loss:.4f}" if isinstance(loss, (int, float)) and not isinstance(loss, bool) else "")
           + (f" ({clock(wall)})" if isinstance(wall, (int, float)) else "")
-          + (f": {row['error']}" if row["status"] != "completed" and row["error"] else ""), flush=True)
+          + (f": {row['error']}" if row["status"] != Status.COMPLETED and row["error"] else ""), flush=True)
 
 
 def format_job_table(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
