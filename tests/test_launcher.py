@@ -292,7 +292,7 @@ def test_real_sweep_runs_side_by_side_and_a_relaunch_skips_it_untouched(tmp_path
     # a key that changes no number (config_sha256 leaves it out): the launcher submits nothing either
     again = run_gptx(*args, "train.checkpoint_minutes=7", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "local_gpus: 2 jobs: 2 skipped" in again.stdout
+    assert "local_gpus: 2 jobs: 2 completed; 2 skipped" in again.stdout
     assert {r.name: _tree_digest(r) for r in runs} == before
 
 

@@ -191,3 +191,21 @@ def test_the_band_is_the_users_min_effect_even_without_planning():
     runs = simulate.sweep(simulate.paired_fixed(2, 3), np.random.default_rng(0))
     summary = analyze(runs, min_effect=0.02, detail=False)  # detail=False: no planning section
     assert summary["planning"] is None and plots.min_effect_of(summary) == 0.02
+
+
+def test_a_sweep_with_no_delta_to_draw_warns_nothing(tmp_path):
+    """Every arm untested and without an estimate: the Δ panel lists them, and matplotlib has nothing to say."""
+    import warnings
+
+    import numpy as np
+
+    from gptx.analysis import plots, simulate
+    from gptx.analysis.summary import analyze
+
+    runs = simulate.sweep([("baseline", 1, None), ("grad_clip", 2, None)], np.random.default_rng(0))
+    summary = analyze(runs)
+    summary["arms"]["grad_clip"]["delta"] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.plot_noise(summary, runs, tmp_path / "noise.png")
+    assert (tmp_path / "noise.png").stat().st_size > 0

@@ -212,7 +212,7 @@ def _delta_panel(ax, summary: dict, min_effect: float) -> None:
         else:
             ax.plot([e["delta"]], [y], ls="", marker="D" if e["verdict"] == "identical to the baseline" else "x",
                     color=c, ms=7, mew=2, zorder=3)
-    ax.set_ylim(len(drawn) - 0.5, -0.5)  # the table's order: worst at the top
+    ax.set_ylim(max(len(drawn), 1) - 0.5, -0.5)  # the table's order: worst at the top (one row when none)
     ax.set_yticks(range(len(drawn)), drawn)
     labels = ax.secondary_yaxis("right")
     labels.set_yticks(range(len(drawn)), [_label(arms[a], nd) for a in drawn], fontsize="small")

@@ -60,7 +60,7 @@ def test_scenario_08_relaunch_on_local_launcher_skips_completed_and_reruns_the_r
     again = run_gptx(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert tree_digest(done) == before  # bytes and mtimes of every file
-    assert "local_gpus: 4 jobs: 1 skipped, 3 completed" in again.stdout
+    assert "local_gpus: 4 jobs: 4 completed; 1 skipped (completed with the same config)" in again.stdout
     assert "3 ran in this launch, 1 left as they were" in again.stdout
     assert by_key(sweep) == runs  # the reruns reused their folders
     assert [row["status"] for row in runs_csv(sweep).values()] == ["completed"] * 4
