@@ -26,7 +26,7 @@ from gptx.errors import ArgumentParser, entry_point
 __all__ = ["main", "write_report"]  # write_report lives in gptx.analysis.outputs; kept here for callers
 
 
-@entry_point(UserError)
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """Command line: analyse, print the table, write the report files; a user error is one line, exit 2."""
     parser = ArgumentParser(prog="python -m gptx.analyze", description=__doc__.split("\n\n")[0])

@@ -50,9 +50,8 @@ def exit_with(error: BaseException | str, status: int | None = None) -> NoReturn
 
 
 def entry_point(*also: type[BaseException]) -> Callable:
-    """Decorate a command's `main(argv) -> int | None`: a GptxError (or one of `also`, e.g. the analysis
-    package's own UserError) is one line and its exit status instead of a traceback; Ctrl-C is one line
-    and 130, as a shell reports it."""
+    """Decorate a command's `main(argv) -> int | None`: a GptxError (or one of `also`) is one line and its
+    exit status instead of a traceback; Ctrl-C is one line and 130, as a shell reports it."""
     caught = (GptxError, *also)
 
     def wrap(main: Callable[..., int | None]) -> Callable[..., int]:

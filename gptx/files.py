@@ -16,31 +16,10 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-
 # A run's folder.
-class Status(str, Enum):
-    """A run's state: `status` in result.json (written by gptx.run only), and `incomplete` in runs.csv for a
-    run that never wrote a final one. A str, so it compares with, and is written as, its value."""
-
-    RUNNING = "running"  # started; a run killed hard keeps this
-    COMPLETED = "completed"
-    DIVERGED = "diverged"  # a non-finite loss: a finished experiment, its metric unusable
-    FAILED = "failed"  # raised: the error is recorded
-    INTERRUPTED = "interrupted"  # stopped by a signal after a checkpoint; a relaunch resumes it
-    INCOMPLETE = "incomplete"  # runs.csv only: no final result.json (running, interrupted or unreadable)
-
-    __str__ = str.__str__  # f-strings and csv give the value on every Python, as StrEnum does
-    __format__ = str.__format__
-
-
-FINAL_STATUSES = (Status.COMPLETED, Status.DIVERGED, Status.FAILED)  # a run that will not change any more
-OK_STATUSES = (Status.COMPLETED, Status.DIVERGED)  # finished experiments: a sweep with only these exits 0
-
-
 RESULT_FILE = "result.json"  # its presence and status say what became of a run; written by gptx.run only
 METRICS_FILE = "metrics.jsonl"  # one JSON record per logged step
 MODEL_FILE = "model.safetensors"  # the final weights
@@ -248,28 +227,6 @@ def safetensors_complete(path: Path) -> bool:
         return False
 
 
-def weights_intact(run_dir: Path, result: dict[str, Any]) -> tuple[bool, str]:
-    """Whether a completed run's model.safetensors still is what it wrote, and if not, why not.
-
-    Against `weights_file_sha256` in result.json (a streaming hash of the whole file); runs from before that
-    field are checked for completeness only (safetensors_complete).
-    """
-    path = run_dir / MODEL_FILE
-    if not path.is_file():
-        return False, f"{MODEL_FILE} is missing"
-    recorded = result.get("weights_file_sha256")
-    if isinstance(recorded, str):
-        try:
-            if file_sha256(path) == recorded:
-                return True, ""
-        except OSError as err:
-            return False, f"{MODEL_FILE} cannot be read ({err.strerror})"
-        return False, f"{MODEL_FILE} does not match the weights_file_sha256 in {RESULT_FILE}"
-    if safetensors_complete(path):
-        return True, ""
-    return False, f"{MODEL_FILE} is truncated or its header is damaged"
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write pretty JSON (NaN and inf written as null: strict JSON readers choke on them)."""
     write_atomic(path, (json.dumps(_null_for_non_finite(obj), indent=2, sort_keys=False) + "\n").encode())
@@ -298,14 +255,6 @@ def read_json_object(path: Path, limit: int = JSON_LIMIT) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"not a JSON object (a {type(value).__name__})")
     return value
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's result.json, or None when there is none or it is not a readable JSON object."""
-    try:
-        return read_json_object(run_dir / RESULT_FILE)
-    except (OSError, ValueError):
-        return None
 
 
 class MetricsLog:

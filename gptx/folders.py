@@ -13,7 +13,6 @@ disk, a file system without `flock` — each is one line and nothing runs.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -26,11 +25,11 @@ from gptx.files import (
     CONFIG_FILE,
     CONSOLE_LOG,
     LOCK_FILE,
-    RESULT_FILE,
     RUN_LOCK_FILE,
     RUN_MARKER,
     TRAIN_LOG,
 )
+from gptx.result import read_result
 
 # What a launch itself may have put in a folder before gptx looks at it: Hydra's log, a launcher's
 # console log, gptx's lock file. A folder holding nothing else is as good as empty.
@@ -49,11 +48,10 @@ def is_gptx_run(path: Path) -> bool:
             return True
         if not (path / CONFIG_FILE).is_file():
             return False
-        with open(path / RESULT_FILE, "rb") as f:
-            result = json.loads(f.read(1 << 20))
-        return isinstance(result, dict) and isinstance(result.get("config_sha256"), str)
-    except (OSError, ValueError, RecursionError):
+    except OSError:
         return False
+    result = read_result(path)
+    return result is not None and isinstance(result.config_sha256, str)
 
 
 def check_run_folder(run_dir: Path, sweep_dir: Path | None = None, launch_files: tuple[str, ...] = ()) -> None:

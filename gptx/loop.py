@@ -219,53 +219,107 @@ class ClipCounter:
         return int(self.active), float(self.norm_max)
 
 
+class MetricsLine:
+    """The metrics log's cadence: a line every train.log_every steps and at the last, its train loss the mean
+    over the steps since the line before (an interval a checkpoint carries across a resume)."""
+
+    def __init__(self, tr: Training, position: LoopPosition, metrics: MetricsLog, progress: Progress):
+        self.tr, self.metrics, self.progress = tr, metrics, progress
+        self.interval_loss, self.interval_steps = position.interval_loss, position.interval_steps
+        self.train_loss = position.train_loss
+        self.tokens_per_step = tr.cfg.train.batch_size * tr.seq_len
+        self.per_token, self.peak = flops_per_token(tr.model, tr.seq_len), training_peak_flops(tr)
+        self.start = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        """Whether step `step` (from 1) ends with a line: its gradient norm is then worth a host sync."""
+        return step % self.tr.cfg.train.log_every == 0 or step == self.tr.n_steps
+
+    def add(self, step_loss: float) -> None:
+        """One more step in the interval."""
+        self.interval_loss, self.interval_steps = self.interval_loss + step_loss, self.interval_steps + 1
+
+    def write(self, step: int, lr: float, grad_norm: torch.Tensor | None, clipping: ClipCounter | None,
+              val_loss: float | None) -> None:
+        """The line of step `step` (with val_loss when the step evaluated), then a new interval."""
+        elapsed = time.perf_counter() - self.start
+        self.train_loss = self.interval_loss / self.interval_steps
+        tokens_per_second = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
+        record = {"step": step, "tokens": step * self.tokens_per_step, "train_loss": self.train_loss, "lr": lr,
+                  "grad_norm": None if grad_norm is None else float(grad_norm),
+                  "tokens_per_second": tokens_per_second,
+                  "mfu": mfu(tokens_per_second / self.tr.world.size, self.per_token, self.peak)}
+        if clipping:
+            record["grad_clip_active_steps"] = clipping.totals()[0]
+        if val_loss is not None:
+            record["val_loss"] = val_loss
+        self.metrics.write(record)
+        self.progress.log(record)
+        self.interval_loss, self.interval_steps, self.start = 0.0, 0, time.perf_counter()
+
+    def write_val(self, step: int, val_loss: float) -> None:
+        """A validation loss at a step without a line of its own."""
+        self.metrics.write({"step": step, "tokens": step * self.tokens_per_step, "val_loss": val_loss})
+
+
+class Checkpoints:
+    """When the loop checkpoints: every train.checkpoint_every steps (the last aside), when rank 0's
+    train.checkpoint_minutes clock says so, at a stop signal, and after the last step when either is set
+    (a crash or a kill in the final evaluation and outputs then reruns only them); never twice at one step."""
+
+    def __init__(self, tr: Training, step: int):
+        t = tr.cfg.train
+        self.tr, self.every, self.at_end = tr, t.checkpoint_every, bool(t.checkpoint_every or t.checkpoint_minutes)
+        self.saved_at = step or None  # a resumed run's own checkpoint is on disk
+        self.clock = CheckpointClock(t.checkpoint_minutes, tr.world.is_main)
+
+    def every_due(self, step: int) -> bool:
+        """Whether step `step` is one of train.checkpoint_every's."""
+        return bool(self.every) and step % self.every == 0 and step < self.tr.n_steps
+
+    def save(self, position: LoopPosition) -> None:
+        """Checkpoint the run where it stands, unless this very step is already on disk."""
+        if self.saved_at != position.step:
+            save_checkpoint(self.tr, position)
+            self.saved_at = position.step
+            self.clock.restart()
+            maybe_fire("checkpoint", position.step)
+
+
 def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, stop: StopRequest,
                   wall: Callable[[], float]) -> dict[str, Any]:
     """Optimizer steps from `position` to the end; returns the final losses, throughput and clipping counts."""
     cfg, t, world = tr.cfg, tr.cfg.train, tr.world
     order = TrainOrder(tr.data.train.n_sequences, t.batch_size, cfg.data_seed, cfg.data.order)
-    tokens_per_step = t.batch_size * tr.seq_len
-    per_token, peak = flops_per_token(tr.model, tr.seq_len), training_peak_flops(tr)
     per_rank = t.batch_size // world.size
-    step, interval_loss, interval_steps = position.step, position.interval_loss, position.interval_steps
+    step, val_loss = position.step, position.val_loss
     clipping = ClipCounter(position, tr.device) if t.grad_clip is not None else None
     progress = Progress(tr.n_steps, step, enabled=world.is_main)
-    interval_start = time.perf_counter()
-    saved_at = step or None  # a resumed run's own checkpoint is on disk
-    clock = CheckpointClock(t.checkpoint_minutes, world.is_main)
-    train_loss, val_loss = position.train_loss, position.val_loss
+    line, checkpoints = MetricsLine(tr, position, metrics, progress), Checkpoints(tr, step)
 
     def here() -> LoopPosition:
         clip_totals = clipping.totals() if clipping else (0, 0.0)
-        return LoopPosition(step, wall(), interval_loss, interval_steps, *clip_totals, train_loss, val_loss)
-
-    def checkpoint() -> None:
-        nonlocal saved_at
-        if saved_at != step:  # a checkpoint of this very step may already be on disk
-            save_checkpoint(tr, here())
-            saved_at = step
-            clock.restart()
-            maybe_fire("checkpoint", step)
+        return LoopPosition(step, wall(), line.interval_loss, line.interval_steps, *clip_totals, line.train_loss,
+                            val_loss)
 
     tr.model.train()
     while step < tr.n_steps:
         maybe_fire("step", step + 1)
         # One collective a step: a stop signal on any rank, and rank 0's clock (the others follow it).
-        stop_now, time_due = any_rank(world, stop.requested, clock.due())
+        stop_now, time_due = any_rank(world, stop.requested, checkpoints.clock.due())
         if stop_now:
-            checkpoint()
+            checkpoints.save(here())
             log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
             stop.hand_over()
         if time_due:
-            checkpoint()
-        lr = lr_at(step, tr.n_steps, t)
-        log_now = (step + 1) % t.log_every == 0 or step + 1 == tr.n_steps
+            checkpoints.save(here())
+        lr, log_now = lr_at(step, tr.n_steps, t), line.due(step + 1)
         indices = order.step_indices(step)[world.rank * per_rank : (world.rank + 1) * per_rank]
         step_loss, grad_norm = train_step(tr, step + 1, indices, lr, need_norm=log_now)
         if clipping:
             clipping.add(grad_norm, t.grad_clip)
         step += 1
-        interval_loss, interval_steps = interval_loss + step_loss, interval_steps + 1
+        line.add(step_loss)
         progress.update(step, step_loss)
         evaluate_now = step % t.eval_every == 0 or step == tr.n_steps
         if evaluate_now:  # every rank evaluates its share of the batches
@@ -274,30 +328,16 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
             val_loss = split_loss(tr.model, tr.data.val, t.eval_batches * tr.micro_batch, tr.micro_batch,
                                   tr.device, tr.precision, world)
         if log_now:
-            elapsed = time.perf_counter() - interval_start
-            train_loss = interval_loss / interval_steps
-            tokens_per_second = interval_steps * tokens_per_step / max(elapsed, 1e-9)
-            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "lr": lr,
-                      "grad_norm": None if grad_norm is None else float(grad_norm),
-                      "tokens_per_second": tokens_per_second,
-                      "mfu": mfu(tokens_per_second / world.size, per_token, peak)}
-            if clipping:
-                record["grad_clip_active_steps"] = clipping.totals()[0]
-            if evaluate_now:
-                record["val_loss"] = val_loss
-            metrics.write(record)
-            progress.log(record)
-            interval_loss, interval_steps, interval_start = 0.0, 0, time.perf_counter()
+            line.write(step, lr, grad_norm, clipping, val_loss if evaluate_now else None)
         elif evaluate_now:
-            metrics.write({"step": step, "tokens": step * tokens_per_step, "val_loss": val_loss})
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < tr.n_steps:
-            checkpoint()
-    if t.checkpoint_every or t.checkpoint_minutes:
-        # Before the final evaluation and outputs: a crash or a kill there reruns only them.
-        checkpoint()
+            line.write_val(step, val_loss)
+        if checkpoints.every_due(step):
+            checkpoints.save(here())
+    if checkpoints.at_end:
+        checkpoints.save(here())
     progress.close()
     active, norm_max = clipping.totals() if clipping else (None, None)
-    return {"steps": step, "tokens": step * tokens_per_step, "train_loss": train_loss, "val_loss": val_loss,
+    return {"steps": step, "tokens": step * line.tokens_per_step, "train_loss": line.train_loss, "val_loss": val_loss,
             "grad_clip_active_steps": active, "grad_norm_max": norm_max}
 
 

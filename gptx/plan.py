@@ -29,7 +29,8 @@ from gptx.analysis.sequential import MAX_SEEDS as ADAPTIVE_SEEDS
 from gptx.analysis.sequential import Plan
 from gptx.analysis.summary import analyze, jsonable
 from gptx.errors import ArgumentParser, entry_point
-from gptx.files import Status, write_atomic
+from gptx.files import write_atomic
+from gptx.result import Status
 
 STUDY_EXPERIMENT = "gpt2_small_chinchilla"
 STUDY_SECONDS, STUDY_GPUS = 3 * 3600 + 24 * 60, 8  # the study's measured run: 3 h 24 min on 8×A100 40 GB
@@ -251,7 +252,7 @@ def markdown(p: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-@entry_point(UserError)
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     """Command line: plan, print plan.md and write it with plan.json; a user error is one line, exit 2."""
     parser = ArgumentParser(prog="python -m gptx.plan", description=__doc__.split("\n\n")[0])

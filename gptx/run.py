@@ -38,10 +38,7 @@ from gptx.files import (
     SAMPLE_FILE,
     TEST_LOSSES_FILE,
     MetricsLog,
-    Status,
     file_sha256,
-    read_result,
-    weights_intact,
     write_atomic,
     write_json,
 )
@@ -59,6 +56,7 @@ from gptx.loop import (
     training_peak_flops,
 )
 from gptx.model import count_parameters, flops_per_token
+from gptx.result import RunResult, Status, completed_with, read_result
 from gptx.scoring import greedy_sample, split_losses
 from gptx.seeding import configure_determinism
 from gptx.signals import StopRequest
@@ -76,8 +74,8 @@ class RunFolder:
 
     def __init__(self, path: Path, is_main: bool = True, before_start: BeforeStart | None = None):
         self.path, self.is_main = path, is_main
-        self.previous = read_result(path)  # the one read of result.json
-        self.current: dict[str, Any] | None = None  # what this process last wrote
+        self.previous = read_result(path)  # what the folder held when the run started
+        self.current: RunResult | None = None  # what this process last wrote
         self._before_start = before_start
 
     def start(self) -> None:
@@ -91,21 +89,22 @@ class RunFolder:
     def holds_completed(self) -> bool:
         """Whether result.json (as last read or written) says the run completed."""
         state = self.current if self.current is not None else self.previous
-        return bool(state and state.get("status") == Status.COMPLETED)
+        return bool(state and state.completed)
 
-    def write(self, result: dict[str, Any]) -> None:
+    def write(self, result: RunResult) -> None:
         """Replace result.json (rank 0 only)."""
-        self.current = dict(result)
+        self.current = result.copy()
         if self.is_main:
-            write_json(self.path / RESULT_FILE, result)
+            write_json(self.path / RESULT_FILE, result.to_json())
 
     def fail(self, error: str, trace: str | None = None) -> None:
         """Record `failed` with the error, keeping what the run recorded; a completed run is left alone."""
         if not self.is_main or self.holds_completed():
             return
-        result = {**(self.current or self.previous or {}), "status": Status.FAILED, "error": error}
+        result = (self.current or self.previous or RunResult()).copy()
+        result.update(status=Status.FAILED, error=error)
         if trace is not None:
-            result["traceback"] = trace
+            result.traceback = trace
         try:
             self.start()
             self.write(result)
@@ -201,26 +200,26 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
     cfg_sha = config_sha256(plain)
     damaged = False
     if folder.holds_completed() and not cfg.overwrite:
-        if previous.get("config_sha256") != cfg_sha:  # type: ignore[union-attr]
+        if previous.config_sha256 != cfg_sha:  # type: ignore[union-attr]
             raise ConfigError(f"{run_dir} holds a completed run of another config; choose another folder, or pass "
                               "overwrite=true to replace it")
-        intact, why = weights_intact(run_dir, previous)  # type: ignore[arg-type]
-        if intact:
-            return {**previous, "skipped": True}  # type: ignore[dict-item]
+        done, why = completed_with(run_dir, previous, lambda record: record.config_sha256 == cfg_sha)
+        if done:
+            return {**previous.to_json(), "skipped": True}  # type: ignore[union-attr]
         # The run is deterministic: training it again gives back the weights it recorded.
         log.warning("%s completed, but %s: training the run again", run_dir, why)
         damaged = True
     # overwrite=true replaces a finished run or another config's folder, never a run resuming its own.
-    replacing = damaged or cfg.overwrite and previous is not None and (previous.get("status") == Status.COMPLETED
-                                                                       or previous.get("config_sha256") != cfg_sha)
-    base = {"status": Status.RUNNING, "intervention": cfg.intervention_names, "arm": cfg.arm,
-            "init_seed": cfg.init_seed, "train_seed": cfg.train_seed, "data_seed": cfg.data_seed,
-            "replica": cfg.replica, "model": cfg.model.name, "data": cfg.data.name, "config_sha256": cfg_sha,
-            "world_size": world.size, "arm_settings": arm_settings(plain),
-            "intervention_settings": intervention_settings if intervention_settings is not None
-            else _packaged_settings(cfg),
-            # who provides each component, at which version, and the sha256 of its source (gptx.reproduce)
-            "components": components.used(cfg.model, cfg.train)}
+    replacing = damaged or cfg.overwrite and previous is not None and (previous.completed
+                                                                       or previous.config_sha256 != cfg_sha)
+    base = RunResult(status=Status.RUNNING, intervention=cfg.intervention_names, arm=cfg.arm,
+                     init_seed=cfg.init_seed, train_seed=cfg.train_seed, data_seed=cfg.data_seed,
+                     replica=cfg.replica, model=cfg.model.name, data=cfg.data.name, config_sha256=cfg_sha,
+                     world_size=world.size, arm_settings=arm_settings(plain),
+                     intervention_settings=intervention_settings if intervention_settings is not None
+                     else _packaged_settings(cfg),
+                     # who provides each component, at which version, and the sha256 of its source (gptx.reproduce)
+                     components=components.used(cfg.model, cfg.train))
     start = time.perf_counter()
     allocator = keep_freed_memory()  # before the data and the model take their memory
     tr = build_training(cfg, run_dir, world)
@@ -247,11 +246,12 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
     warnings = precision_warnings(cfg, tr.device)
     for warning in warnings:
         log.warning(warning)
-    result = {**base, **environment(tr.device), "precision": tr.precision.label, "warnings": warnings,
-              "data_sha256": data_sha256(tr.data) if world.is_main else None,
-              "n_params": count_parameters(tr.model), "init_weights_sha256": tr.init_weights_sha256,
-              "planned_steps": tr.n_steps, "numerics_version": ckpt.NUMERICS_VERSION, "allocator": allocator,
-              "sdpa_backend": run_sdpa_backend(tr)}
+    result = base.copy()
+    result.update(environment(tr.device), precision=tr.precision.label, warnings=warnings,
+                  data_sha256=data_sha256(tr.data) if world.is_main else None,
+                  n_params=count_parameters(tr.model), init_weights_sha256=tr.init_weights_sha256,
+                  planned_steps=tr.n_steps, numerics_version=ckpt.NUMERICS_VERSION, allocator=allocator,
+                  sdpa_backend=run_sdpa_backend(tr))
     who = identity(run_dir, base, in_sweep=(run_dir.parent / LOCK_FILE).exists())
     tracker = open_tracker(cfg.logger, run_dir, who, plain, position.step if resume else None) \
         if world.is_main else None
@@ -264,7 +264,7 @@ def _train(cfg: GptxConfig, folder: RunFolder, world: World,
             tracker.close()  # a no-op after tracker.finish; otherwise the run stopped or crashed
 
 
-def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], position: LoopPosition,
+def _train_and_finish(tr: Training, folder: RunFolder, result: RunResult, position: LoopPosition,
                       metrics: MetricsLog, tracker: Tracker | None, plain: dict[str, Any],
                       start: float) -> dict[str, Any]:
     """The loop, then the final outputs and result.json; a tracker gets the result once it is written."""
@@ -279,8 +279,8 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
                           wall_seconds=wall_before + time.perf_counter() - start)
             folder.write(result)
             if tracker:
-                tracker.finish(result)
-            return result
+                tracker.finish(result.to_json())
+            return result.to_json()
         except SystemExit:
             result.update(status=Status.INTERRUPTED, wall_seconds=wall_before + time.perf_counter() - start)
             folder.write(result)
@@ -291,7 +291,7 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         maybe_fire("final", final["steps"])
         wall = wall_before + time.perf_counter() - start
         result.update(final, status=Status.COMPLETED, wall_seconds=wall, error=None, diverged_at_step=None)
-        result["init_param_sha256"] = tr.init_param_sha256
+        result.init_param_sha256 = tr.init_param_sha256
         test = split_losses(tr.model, tr.data.test, tr.cfg.data.test_sequences, tr.micro_batch, tr.device,
                             tr.precision, world)  # every rank its share of the test set
         if world.is_main:
@@ -299,11 +299,11 @@ def _train_and_finish(tr: Training, folder: RunFolder, result: dict[str, Any], p
         maybe_fire("result", final["steps"])
         folder.write(result)  # after every other output: its status says they are all in place
         if tracker:
-            tracker.finish(result)
+            tracker.finish(result.to_json())
         if world.is_main:
             ckpt.remove_checkpoints(run_dir)
         barrier(world)
-    return result
+    return result.to_json()
 
 
 def run_sdpa_backend(tr: Training) -> str:
@@ -323,7 +323,7 @@ def precision_warnings(cfg: GptxConfig, device: torch.device) -> list[str]:
     return []
 
 
-def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
+def finish_outputs(tr: Training, result: RunResult, plain: dict[str, Any],
                    test: tuple[float, np.ndarray], stop: StopRequest | None = None) -> None:
     """Test loss (and per sequence, `test` from split_losses), throughput, sample and weights; result.json
     comes after them.
@@ -331,16 +331,15 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
     A non-finite test loss makes the run `diverged`: its weights are kept, but no statistic may use it.
     """
     test_loss, per_sequence = test
-    result["test_loss"] = test_loss
+    result.test_loss = test_loss
     if test_loss != test_loss or test_loss in (float("inf"), float("-inf")):
         result.update(status=Status.DIVERGED, error="non-finite test loss")
-    result["test_tokens"] = len(per_sequence) * tr.seq_len
-    result["tokens_per_second"] = result["tokens"] / max(result["wall_seconds"], 1e-9)
-    result["flops_per_token"] = flops_per_token(tr.model, tr.seq_len)
-    result["peak_flops"] = training_peak_flops(tr)  # per GPU; tokens_per_second is all ranks together
-    result["mfu"] = mfu(result["tokens_per_second"] / tr.world.size, result["flops_per_token"],
-                        result["peak_flops"])
-    result["final_weights_sha256"] = weights_sha256(tr.model)
+    result.test_tokens = len(per_sequence) * tr.seq_len
+    result.tokens_per_second = result.tokens / max(result.wall_seconds, 1e-9)
+    result.flops_per_token = flops_per_token(tr.model, tr.seq_len)
+    result.peak_flops = training_peak_flops(tr)  # per GPU; tokens_per_second is all ranks together
+    result.mfu = mfu(result.tokens_per_second / tr.world.size, result.flops_per_token, result.peak_flops)
+    result.final_weights_sha256 = weights_sha256(tr.model)
     # A stop signal (a time limit, Ctrl-C) ends the sample between two tokens: the outputs after it take
     # seconds, the sample's tokens one forward pass each.
     stopped = (lambda: stop.requested) if stop is not None else None
@@ -349,14 +348,14 @@ def finish_outputs(tr: Training, result: dict[str, Any], plain: dict[str, Any],
     if stop is not None and stop.requested:
         warning = f"{SAMPLE_FILE} was cut short by a stop signal ({signal.Signals(stop.signum).name})"
         log.warning(warning)
-        result["warnings"] = [*result.get("warnings", []), warning]
+        result.warnings = [*result.get("warnings", []), warning]
     write_atomic(tr.run_dir / SAMPLE_FILE, (sample + "\n").encode())
     buffer = io.BytesIO()
     np.save(buffer, per_sequence.astype(np.float32), allow_pickle=False)
     write_atomic(tr.run_dir / TEST_LOSSES_FILE, buffer.getvalue())
-    metadata = {"gptx_config": OmegaConf.to_yaml(plain), RECORDED_SHA_KEY: result["final_weights_sha256"]}
+    metadata = {"gptx_config": OmegaConf.to_yaml(plain), RECORDED_SHA_KEY: result.final_weights_sha256}
     save_weights(tr.model, tr.run_dir / MODEL_FILE, metadata)
     # The file's own bytes, so a relaunch can check it with a streaming hash (no model, no torch).
-    result["weights_file_sha256"] = file_sha256(tr.run_dir / MODEL_FILE)
-    log.info("test_loss %.6f  (%s, %d steps, %.1f s)", result["test_loss"], "+".join(result["intervention"]),
-             result["steps"], result["wall_seconds"])
+    result.weights_file_sha256 = file_sha256(tr.run_dir / MODEL_FILE)
+    log.info("test_loss %.6f  (%s, %d steps, %.1f s)", result.test_loss, "+".join(result.intervention or []),
+             result.steps, result.wall_seconds)

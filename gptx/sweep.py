@@ -1,4 +1,4 @@
-"""Sweep folders: run-folder scanning, and the runs table written after every multirun.
+"""The sweep callback: a sweep folder's lock while a multirun runs, and its runs table and report after.
 
 `python -m gptx.train -m sweep=NAME intervention=grad_clip,qkv_bias init_seed=22,42,67` puts the
 sweep in `multirun_outputs/NAME/` (folder names: gptx.naming); running the same command again
@@ -18,91 +18,17 @@ from filelock import UnixFileLock
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gptx.analysis.runs import load_runs, write_runs_csv
+from gptx.analysis.runs import Run, format_table, load_runs, run_row, write_runs_csv
 from gptx.config import ConfigError, LoggerConfig
 from gptx.errors import exit_with
-from gptx.files import (
-    FINAL_STATUSES,
-    LOCK_FILE,
-    OK_STATUSES,
-    RESULT_FILE,
-    RUNS_CSV,
-    STUDY_FILE,
-    Status,
-    read_json_object,
-    write_atomic,
-)
+from gptx.files import LOCK_FILE, OVERRIDES_FILE, RESULT_FILE, RUNS_CSV, STUDY_FILE, write_atomic
 from gptx.folders import FolderRefused, take_lock
+from gptx.result import FINAL_STATUSES, OK_STATUSES, Status, find_run_dirs
 from gptx.trackers import check_available, log_report, prepare_sweep_store
-
-# Statuses a run can end with; anything else (`running`, no result.json) is listed as incomplete.
-# A run that ended like this is a finished experiment; `failed` and `incomplete` make the exit non-zero.
-RUN_COLUMNS = (
-    "run", "status", "intervention", "arm", "init_seed", "train_seed", "data_seed", "test_loss",
-    "wall_seconds", "init_weights_sha256", "final_weights_sha256", "config_sha256", "error",
-)
 
 _RESOLVER_ERROR_PREFIX = re.compile(r"^\w+ raised while resolving interpolation: ")
 _held_locks: dict[str, UnixFileLock] = {}  # sweep dir -> its lock, held until the multirun ends
 _launches: list["SweepCallback"] = []  # this process's multiruns, for abandon_launches_that_ran_nothing
-
-
-def read_run(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> dict[str, Any]:
-    """One runs-table row from a run folder; no final result.json makes it `incomplete`."""
-    run_dir = Path(run_dir)
-    row: dict[str, Any] = {column: "" for column in RUN_COLUMNS}
-    row["run"] = os.path.relpath(run_dir, sweep_dir)
-    try:
-        result = read_json_object(run_dir / RESULT_FILE)  # total: too deep, too large or not UTF-8 is one line
-    except FileNotFoundError:
-        row["status"] = Status.INCOMPLETE
-        row["error"] = "no result.json"
-        return row
-    except (OSError, ValueError) as e:
-        row["status"] = Status.INCOMPLETE
-        row["error"] = f"unreadable result.json: {e}"
-        return row
-    for column in RUN_COLUMNS[1:]:
-        value = result.get(column)
-        if isinstance(value, (list, tuple)):
-            value = "+".join(str(v) for v in value)
-        row[column] = "" if value is None else value
-    if row["status"] not in FINAL_STATUSES:
-        row["error"] = row["error"] or f"result.json status {row['status']!r}"
-        row["status"] = Status.INCOMPLETE
-    row["error"] = str(row["error"]).strip().splitlines()[-1] if row["error"] else ""
-    return row
-
-
-def find_run_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
-    """Every run folder (one holding `.hydra/`) under a sweep, skipping launcher folders."""
-    runs = []
-    for parent, dirs, _files in os.walk(sweep_dir):
-        if ".hydra" in dirs:
-            runs.append(Path(parent))
-        # Launcher state (.submitit, .local_gpus) and a run's own subfolders hold no runs.
-        dirs[:] = [d for d in dirs if not d.startswith(".") and ".hydra" not in dirs]
-    return sorted(runs)
-
-
-def scan_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows for every run folder in a sweep, read from disk (not from what the launcher returned)."""
-    return [read_run(sweep_dir, run_dir) for run_dir in find_run_dirs(sweep_dir)]
-
-
-def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    """Plain fixed-width text table of `columns` from `rows`."""
-    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 def _mtime_ns(path: Path) -> int | None:
@@ -112,9 +38,11 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
-def _fingerprint(run_dir: Path) -> tuple[int | None, int | None]:
-    """What changes when a launch touches a run: Hydra rewrites `.hydra/`, train rewrites result.json."""
-    return _mtime_ns(run_dir / ".hydra" / "overrides.yaml"), _mtime_ns(run_dir / RESULT_FILE)
+def _fingerprints(sweep_dir: str | os.PathLike) -> dict[str, tuple[int | None, int | None]]:
+    """What changes when a launch touches a run, for each run folder: Hydra rewrites `.hydra/`, train
+    rewrites result.json."""
+    return {str(d.resolve()): (_mtime_ns(d / OVERRIDES_FILE), _mtime_ns(d / RESULT_FILE))
+            for d in find_run_dirs(sweep_dir)}
 
 
 def lock_sweep(sweep_dir: str | os.PathLike) -> None:
@@ -191,7 +119,7 @@ class SweepCallback(Callback):
         lock_sweep(self.sweep_dir)
         if self.logger is not None:
             _guarded(lambda: prepare_sweep_store(LoggerConfig(**self.logger), Path(self.sweep_dir)))
-        self.before = {str(d): _fingerprint(d) for d in find_run_dirs(self.sweep_dir)}
+        self.before = _fingerprints(self.sweep_dir)
         self.finished = False
         _launches.append(self)
         # Hydra skips on_multirun_end when a job raised or a launcher died; the table is still due.
@@ -220,28 +148,23 @@ class SweepCallback(Callback):
             self.finish()
 
     def finish(self) -> list[str]:
-        """Scan the sweep, write runs.csv (then the report), print the table; return runs that failed now."""
+        """Scan the sweep once, write runs.csv and the report, print the table; return runs that failed now."""
         if self.finished or self.sweep_dir is None:
             return []
         self.finished = True
         sweep_dir = Path(self.sweep_dir)
-        rows, failed, ran, untouched = [], [], 0, 0
-        for run_dir in find_run_dirs(sweep_dir):
-            row = read_run(sweep_dir, run_dir)
-            rows.append(row)
-            if self.before.get(str(run_dir)) == _fingerprint(run_dir):
-                untouched += 1
-                continue
-            ran += 1
-            if row["status"] not in OK_STATUSES:
-                failed.append(row["run"])
         if self.study is not None and not (sweep_dir / STUDY_FILE).exists():
             # at the end, so a launch refused before any job ran (a sweeper's bad plan) writes nothing
             write_atomic(sweep_dir / STUDY_FILE, (json.dumps(self.study, indent=2) + "\n").encode())
-        # runs.csv has one writer, the analysis's: first here, so a failing report cannot hide it; the
-        # report then writes the same rows through the same function.
-        write_runs_csv(load_runs([sweep_dir], require=False), sweep_dir / RUNS_CSV)
-        summary = _write_report(sweep_dir)
+        notes: list[str] = []
+        runs = load_runs([sweep_dir], require=False, notes=notes)  # arms named against study.json
+        rows = [run_row(r, sweep_dir) for r in runs]
+        now = _fingerprints(sweep_dir)
+        touched = [row for r, row in zip(runs, rows, strict=True)
+                   if self.before.get(str(r.folder)) != now.get(str(r.folder))]
+        failed = [row["run"] for row in touched if row["status"] not in OK_STATUSES]
+        ran, untouched = len(touched), len(rows) - len(touched)
+        summary = _write_report(sweep_dir, runs, notes)
         if self.logger is not None:
             log_report(LoggerConfig(**self.logger), sweep_dir)
         counts = {s: sum(r["status"] == s for r in rows) for s in FINAL_STATUSES + (Status.INCOMPLETE,)}
@@ -266,7 +189,7 @@ def abandon_launches_that_ran_nothing() -> None:
     for launch in _launches:
         if launch.finished or launch.sweep_dir is None:
             continue
-        if {str(d): _fingerprint(d) for d in find_run_dirs(launch.sweep_dir)} == launch.before:
+        if _fingerprints(launch.sweep_dir) == launch.before:
             launch.abandon()
 
 
@@ -378,12 +301,14 @@ def _with_value(item: str, swept: dict[str, list]) -> str:
     return f"{key}={','.join([value, *map(str, swept.get(key, []))])}"
 
 
-def _write_report(sweep_dir: Path) -> dict[str, Any] | None:
-    """The noise report into the sweep folder; its failure must never hide the runs table."""
+def _write_report(sweep_dir: Path, runs: list[Run], notes: list[str]) -> dict[str, Any] | None:
+    """The noise report and runs.csv into the sweep folder (the report writes runs.csv); a report that fails
+    must never cost the runs table, so runs.csv is then written on its own."""
     try:
         from gptx.analysis.outputs import write_report  # scipy and the report only once the sweep ends
 
-        return write_report(paths=[sweep_dir], out_dir=sweep_dir)
+        return write_report(paths=[sweep_dir], out_dir=sweep_dir, runs=runs, notes=notes)
     except Exception as e:  # noqa: BLE001 - any report error is reported and the sweep goes on
+        write_runs_csv(runs, sweep_dir / RUNS_CSV)
         print(f"gptx: report not written ({type(e).__name__}: {e}); runs.csv is complete", file=sys.stderr)
 

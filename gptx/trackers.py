@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from gptx.config import ConfigError, LoggerConfig, LoggerKind, flatten
-from gptx.files import Status, sweep_label
+from gptx.files import sweep_label
+from gptx.result import Status
 
 log = logging.getLogger("gptx.trackers")
 

@@ -23,10 +23,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gptx import errors
 from gptx.config import CONF_DIR, ConfigError, GptxConfig, from_dictconfig, normalize_overrides, register_schema
 from gptx.distributed import several_processes
-from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, Status, disk_full, write_atomic
+from gptx.files import CONFIG_FILE, HYDRA_FILE, INTERVENTIONS_FILE, OVERRIDES_FILE, disk_full, write_atomic
 from gptx.interventions import SearchPath, requested_names, resolve
 from gptx.model import check_parameter_cap
 from gptx.naming import register_resolvers
+from gptx.result import Status
 from gptx.run import USER_ERRORS, record_failure, train
 from gptx.trackers import check_available
 

@@ -17,8 +17,9 @@ from safetensors.torch import load_model, save_file
 from torch import nn
 
 from gptx.errors import UsageError
-from gptx.files import MODEL_FILE, RESULT_FILE, check_safetensors_header, file_mode
+from gptx.files import MODEL_FILE, check_safetensors_header, file_mode
 from gptx.hashing import weights_sha256
+from gptx.result import read_result
 
 
 class WeightsNotFound(UsageError, ValueError):
@@ -41,13 +42,9 @@ def recorded_sha256(path: Path, metadata: dict[str, str] | None) -> str | None:
     """The final_weights_sha256 recorded for a weights file: its run's result.json (when the file is a run
     folder's model.safetensors), else its own metadata; None for files gptx did not write (HF GPT-2)."""
     if path.name == MODEL_FILE:
-        try:
-            with open(path.parent / RESULT_FILE, "rb") as f:
-                result = json.loads(f.read(1 << 24))
-            if isinstance(result, dict) and isinstance(result.get("final_weights_sha256"), str):
-                return result["final_weights_sha256"]
-        except (OSError, ValueError, RecursionError):
-            pass
+        result = read_result(path.parent)
+        if result is not None and isinstance(result.final_weights_sha256, str):
+            return result.final_weights_sha256
     value = (metadata or {}).get(RECORDED_SHA_KEY)
     return value if isinstance(value, str) else None
 

@@ -95,13 +95,6 @@ def study_pooled(tmp_path):
     return analyze.write_report([study(tmp_path / "sweep")], tmp_path / "pooled", plots=False, equal_noise=True)
 
 
-def test_arm_name():
-    assert runs.arm_name(["qkv_bias", "grad_clip"]) == "grad_clip+qkv_bias"
-    assert runs.arm_name(["baseline"]) == runs.arm_name([]) == "baseline"
-    assert runs.arm_name(["baseline", "grad_clip"]) == "grad_clip"
-    assert runs.arm_name("grad_clip") == "grad_clip"
-
-
 def test_study_noise_three_ways(study_summary):
     noise = study_summary["noise"]
     init = noise["init_seed"]
@@ -404,7 +397,8 @@ def test_reproductions_are_not_counted_as_runs(tmp_path):
     make_run(tmp_path, "base42", ("baseline",), 42, None, 3.69)
     make_run(tmp_path, "base22", ("baseline",), 22, None, 3.67)
     make_run(tmp_path / "base42" / "reproductions", "2026-01-01_00-00-00", ("baseline",), 42, None, 3.69)
-    assert len(runs.find_results([tmp_path])) == 2
+    assert len(runs.load_runs([tmp_path])) == 2
+    assert len(runs.load_runs([tmp_path / "base42" / "reproductions"])) == 1  # named itself, a reproduction counts
 
 
 def test_a_completed_run_with_a_null_loss_diverged(tmp_path):

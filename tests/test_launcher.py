@@ -142,7 +142,7 @@ def test_cpu_only_runs_max_parallel_jobs_with_gpus_hidden(tmp_path):
 def test_the_end_of_launch_table_speaks_runs_csv(tmp_path):
     from hydra.core.utils import JobReturn, JobStatus
 
-    from gptx.sweep import RUN_COLUMNS, format_table, read_run
+    from gptx.analysis.runs import CSV_FIELDS, format_table, load_run, run_row
     from hydra_plugins.gptx_launchers.jobs import LAUNCH_COLUMNS, Job, format_job_table
 
     def job(name, result=None, **kwargs):
@@ -166,9 +166,10 @@ def test_the_end_of_launch_table_speaks_runs_csv(tmp_path):
         "queued  incomplete                           not started  no result.json         -",
         "local_gpus: 5 jobs: 2 completed, 1 diverged, 2 incomplete; 1 skipped (completed with the same config)"]
     # runs.csv's column names and statuses, and the sweep's own table renders it
-    assert set(LAUNCH_COLUMNS) - set(RUN_COLUMNS) == {"this_launch", "log"}
+    assert set(LAUNCH_COLUMNS) - set(CSV_FIELDS) == {"this_launch", "log"}
     assert format_job_table(jobs[:1], tmp_path).splitlines()[:2] == format_table(
-        [read_run(tmp_path, tmp_path / "ok") | {"this_launch": "ran", "log": "-"}], LAUNCH_COLUMNS).splitlines()
+        [run_row(load_run(tmp_path / "ok"), tmp_path) | {"this_launch": "ran", "log": "-"}],
+        LAUNCH_COLUMNS).splitlines()
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def test_the_cases_draw_what_they_say():
     d = np.array([r.value for r in own if r.arm == "grad_clip"]) - np.array([r.value for r in own
                                                                             if r.arm == "baseline"])
     assert d.std() == pytest.approx(math.sqrt(2) * simulate.SD_INIT, rel=0.15)  # its init effect is its own
-    assert own[-1].result["init_param_sha256"].keys() > own[0].result["init_param_sha256"].keys()
+    assert own[-1].result.init_param_sha256.keys() > own[0].result.init_param_sha256.keys()
 
 
 def test_equal_noise_power_is_what_the_pooled_method_had():

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from gptx.analysis.runs import scan_runs
 from gptx.naming import LEGACY_SUBDIR
-from gptx.sweep import SweepCallback, lock_sweep, scan_runs, unlock_sweep
+from gptx.sweep import SweepCallback, lock_sweep, unlock_sweep
 
 from conftest import REPO, TINY, run_gptx
 

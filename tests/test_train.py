@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 from gptx.config import ConfigError
 from gptx.loop import build_training
+from gptx.result import RunResult, load_result
 from gptx.run import train
 
 from conftest import typed_config
@@ -26,6 +27,13 @@ RESULT_KEYS = {
 def baseline_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("baseline")
     return run_dir, train(typed_config(), run_dir)
+
+
+def test_a_run_writes_exactly_the_declared_fields(baseline_run):
+    run_dir, result = baseline_run
+    written = json.loads((run_dir / "result.json").read_text())
+    assert list(written) == list(RunResult().to_json()) == list(result)
+    assert load_result(run_dir).to_json() == written
 
 
 def test_run_writes_everything(baseline_run):

@@ -8,7 +8,7 @@ from pathlib import Path
 from gptx.analysis import table as tables
 from gptx.analysis.arms import next_commands
 from gptx.analysis.report import markdown
-from gptx.analysis.runs import UserError, load_runs, read_curve, write_runs_csv
+from gptx.analysis.runs import Run, UserError, load_runs, read_curve, write_runs_csv
 from gptx.analysis.sequential import Plan, replay, with_sequential_verdicts
 from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
 from gptx.files import ADAPTIVE_FILE, RUNS_CSV
@@ -16,12 +16,14 @@ from gptx.files import ADAPTIVE_FILE, RUNS_CSV
 
 def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", metric: str = "test_loss",
                  seed: int = 0, min_effect: float = MIN_EFFECT, plots: bool = True,
-                 strict_baseline: bool = False, equal_noise: bool = False) -> dict:
+                 strict_baseline: bool = False, equal_noise: bool = False, runs: list[Run] | None = None,
+                 notes: list[str] | None = None) -> dict:
     """Analyse every result.json below `paths`, or the one table of runs given, and write report.md,
     summary.json, runs.csv (folders only) and (unless plots=False) noise.png and curves.png (folders only)
     into `out_dir`; return the summary. With `strict_baseline` (a baseline named on the command line) a
     baseline that is no arm is refused before anything is written; `equal_noise` pools every arm's noise
-    (the stated assumption of --assume-equal-noise)."""
+    (the stated assumption of --assume-equal-noise). `runs` (and their naming `notes`): the runs below
+    `paths` as load_runs read them already (the sweep callback's one scan)."""
     paths = [Path(p) for p in paths]
     is_table = any(tables.is_table(p) for p in paths)
     if is_table:
@@ -31,8 +33,10 @@ def write_report(paths: list[Path], out_dir: Path, baseline: str = "baseline", m
         _check_baseline(runs, baseline, strict_baseline)
         summary = tables.summarize(runs, info, baseline, metric, seed, min_effect, equal_noise=equal_noise)
     else:
-        notes: list[str] = []
-        runs = load_runs(paths, metric, notes=notes)
+        if runs is None:
+            notes = []
+            runs = load_runs(paths, metric, notes=notes)
+        notes = list(notes or [])
         if not any(isinstance(r.result.get(metric), (int, float)) for r in runs):
             raise UserError(f"no run has a numeric '{metric}' (--metric); try test_loss, val_loss or train_loss")
         _check_baseline(runs, baseline, strict_baseline)

@@ -1,7 +1,9 @@
-"""Runs as the analysis sees them: finding and reading result.json, duplicates, curves, runs.csv.
+"""Runs as the analysis sees them, and the runs table: duplicates, curves, runs.csv and the table printed
+at the end of every sweep and launch (one row builder, `run_row`, for all of them).
 
-A run is a `Run` record built from one result dict, so the same analysis reads folders written by
-`gptx.train` and sweeps generated in memory by `gptx.analysis.simulate`.
+A run is a `Run` record built from one result (gptx.result.RunResult, or a dict shaped like one), so the
+same analysis reads folders written by `gptx.train`, tables of runs, and sweeps generated in memory by
+`gptx.analysis.simulate`.
 """
 
 import csv
@@ -11,32 +13,25 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gptx.analysis.arms import name_arms, read_study_base
-from gptx.files import (
-    FINAL_STATUSES,
-    METRICS_FILE,
-    REPRODUCTIONS_DIR,
-    RESULT_FILE,
-    TEST_LOSSES_FILE,
-    Status,
-    read_json_object,
-    write_atomic,
-)
+from gptx.errors import UsageError
+from gptx.files import METRICS_FILE, RESULT_FILE, TEST_LOSSES_FILE, write_atomic
+from gptx.result import FINAL_STATUSES, RunResult, Status, find_run_dirs, load_result
 
-# runs.csv, one row a run folder; this module is its only writer (the sweep callback and gptx.analyze
-# both call write_runs_csv), so the file has one schema whoever wrote it last.
+# runs.csv, one row a run folder; this module is its only writer (gptx.analysis.outputs.write_report, for
+# gptx.analyze and the sweep callback alike), so the file has one schema whoever wrote it last.
 CSV_FIELDS = ("run", "arm", "intervention", "status", "included", "reason", "init_seed", "train_seed",
               "data_seed", "replica", "test_loss", "val_loss", "train_loss", "steps", "tokens", "wall_seconds",
               "tokens_per_second", "device", "precision", "model", "n_params", "diverged_at_step", "error",
               "hostname", "config_sha256", "init_weights_sha256", "final_weights_sha256")
-# Statuses a run can end with; runs.csv calls anything else (still running, killed, unreadable) incomplete.
 
 
-class UserError(Exception):
-    """A problem with the command line or the inputs that the user can fix; printed as one line."""
+class UserError(UsageError):
+    """A problem with the analysis's command line or inputs that the user can fix: one line, exit status 2."""
 
 
 @dataclass
@@ -44,7 +39,7 @@ class Run:
     """One run's result, with the metric value when it can enter the statistics."""
 
     folder: Path
-    result: dict
+    result: RunResult  # empty (false) when there is no result.json, or one that could not be read
     arm: str
     status: str  # completed, diverged, failed, running, or unknown / unreadable
     value: float | None = None
@@ -61,40 +56,13 @@ class Run:
         return self.reason is None
 
 
-def arm_name(intervention) -> str:
-    """The arm of a list of intervention names: sorted, joined by '+', 'baseline' dropped beside others."""
-    names = {str(n) for n in ([intervention] if isinstance(intervention, str) else intervention or [])}
-    return "+".join(sorted(names - {"baseline"} if len(names) > 1 else names)) or "baseline"
-
-
-def find_results(paths: list[Path]) -> list[Path]:
-    """Every result.json at or below the given paths; a path without one is a user error."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        found = [p] if p.is_file() and p.name == RESULT_FILE else sorted(
-            f for f in p.rglob(RESULT_FILE) if not _in_reproductions(f, p))
-        if not found:
-            raise UserError(f"{p}: no result.json found" + ("" if p.exists() else " (path does not exist)"))
-        files += found
-    return sorted({f.resolve() for f in files})
-
-
-def find_unfinished(paths: list[Path]) -> list[Path]:
-    """Run folders (holding `.hydra/`) without a result.json: killed before they could write one."""
-    return sorted({d.parent.resolve() for p in map(Path, paths) if p.is_dir() for d in p.rglob(".hydra")
-                   if d.is_dir() and not (d.parent / RESULT_FILE).exists() and not _in_reproductions(d, p)})
-
-
-def _in_reproductions(path: Path, root: Path) -> bool:
-    """Whether `path` lies in a run's reproductions/ folder below `root`: re-runs, not extra seeds."""
-    return REPRODUCTIONS_DIR in path.relative_to(root).parts[:-1]
-
-
-def run_from_result(result: dict, folder: Path, metric: str) -> Run:
-    """A Run from a result dict; failed, diverged, unfinished runs and unusable metrics get a reason."""
-    arm = str(result["arm"]) if result.get("arm") else arm_name(result.get("intervention") or ["baseline"])
-    status = str(result.get("status") or "unknown")
-    seeds = (result.get("init_seed"), result.get("train_seed"), result.get("data_seed"))
+def run_from_result(result: RunResult | dict, folder: Path, metric: str) -> Run:
+    """A Run from a result (a record, or a dict shaped like result.json: a table's row, a simulated run);
+    failed, diverged, unfinished runs and unusable metrics get a reason."""
+    result = result if isinstance(result, RunResult) else RunResult.from_json(result)
+    arm = str(result.arm) if result.arm else "baseline"
+    status = str(result.status or "unknown")
+    seeds = (result.init_seed, result.train_seed, result.data_seed)
     run = Run(folder, result, arm, status, seeds=seeds)
     value = result.get(metric)
     if status != Status.COMPLETED:
@@ -102,7 +70,7 @@ def run_from_result(result: dict, folder: Path, metric: str) -> Run:
         run.reason = {Status.RUNNING: "incomplete: status still 'running' (killed, or not finished)",
                       Status.DIVERGED: Status.DIVERGED.value + (f" at step {step}" if step is not None else ""),
                       "unknown": "result.json has no status"}.get(status, status)
-        run.reason += f": {str(result['error']).splitlines()[0]}" if result.get("error") else ""
+        run.reason += f": {str(result.error).splitlines()[0]}" if result.error else ""
     elif isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
         run.reason = f"no numeric {metric}"
     elif value is None or not math.isfinite(value):
@@ -113,13 +81,17 @@ def run_from_result(result: dict, folder: Path, metric: str) -> Run:
     return run
 
 
-def load_run(path: Path, metric: str) -> Run:
-    """Read one result.json; unreadable files and unusable metrics become an excluded run with a reason."""
+def load_run(run_dir: Path, metric: str = "test_loss") -> Run:
+    """The run in one folder; no result.json, an unreadable one or an unusable metric make an excluded run
+    with a reason (a half-copied file must not stop the report)."""
     try:
-        result = read_json_object(path)
-    except (OSError, ValueError) as e:  # a half-copied file must not stop the report
-        return Run(path.parent, {}, "?", "unreadable", reason=f"unreadable result.json: {e}")
-    return run_from_result(result, path.parent, metric)
+        result = load_result(run_dir)
+    except FileNotFoundError:
+        return Run(run_dir, RunResult(), "?", Status.RUNNING, reason="incomplete: no result.json (killed before "
+                   "writing one)")
+    except (OSError, ValueError) as e:
+        return Run(run_dir, RunResult(), "?", "unreadable", reason=f"unreadable result.json: {e}")
+    return run_from_result(result, run_dir, metric)
 
 
 def drop_duplicate_copies(runs: list[Run]) -> list[Run]:
@@ -197,46 +169,67 @@ def _incomplete_why(r: Run) -> str:
 
 def load_runs(paths: list[Path], metric: str = "test_loss", require: bool = True,
               notes: list[str] | None = None) -> list[Run]:
-    """Every run below `paths`: each result.json, and each run folder killed before it wrote one.
+    """Every run below `paths` (gptx.result.find_run_dirs, or a result.json named itself), in folder order:
+    each finished one, and each killed before it wrote a result.json.
 
     Each run's arm is its configuration (gptx.analysis.arms), named against the sweep's recorded base
     config (what naming found worth saying goes into `notes`). With require=False a path without any
     result.json is not an error (a sweep whose jobs all died).
     """
     paths = [Path(p) for p in paths]
-    try:
-        files = find_results(paths)
-    except UserError:
-        if require:
-            raise
-        files = []
-    runs = [load_run(f, metric) for f in files] + [
-        Run(d, {}, "?", Status.RUNNING, reason="incomplete: no result.json (killed before writing one)")
-        for d in find_unfinished(paths)]
-    found = name_arms(runs, read_study_base(paths))
+    folders: set[Path] = set()
+    for p in paths:
+        found = [p.parent] if p.is_file() and p.name == RESULT_FILE else find_run_dirs(p)
+        if require and not any((f / RESULT_FILE).is_file() for f in found):
+            raise UserError(f"{p}: no result.json found" + ("" if p.exists() else " (path does not exist)"))
+        folders.update(f.resolve() for f in found)
+    runs = [load_run(folder, metric) for folder in sorted(folders)]
+    found_notes = name_arms(runs, read_study_base(paths))
     if notes is not None:
-        notes += found
+        notes += found_notes
     return runs
 
 
-def write_runs_csv(runs: list[Run], path: Path) -> None:
-    """runs.csv: one row a run, included or not, with its seeds, losses, cost and hashes.
+def run_row(r: Run, root: Path) -> dict[str, Any]:
+    """A run's row of runs.csv (CSV_FIELDS), as every runs table shows it: `run` is the folder relative to
+    `root` (absolute when outside it); `status` the run's final status, or `incomplete` for a run still
+    running, killed, or with an unreadable result; `error` the last line of the error, or why incomplete."""
+    folder, root = Path(r.folder).resolve(), Path(root).resolve()
+    intervention = r.result.get("intervention")
+    error = str(r.result.get("error") or "").strip() or _incomplete_why(r)
+    return {**{k: r.result.get(k) for k in CSV_FIELDS},
+            "run": str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder),
+            "arm": r.arm, "intervention": "+".join(map(str, intervention))
+            if isinstance(intervention, list) else intervention,
+            "status": r.status if r.status in FINAL_STATUSES else Status.INCOMPLETE,
+            "included": r.included, "reason": r.reason or "", "error": error.splitlines()[-1] if error else ""}
 
-    `run` is the run folder relative to the file's folder (absolute when outside it); `status` is the
-    run's final status, or `incomplete` for a run still running, killed, or with an unreadable result.
-    """
+
+def scan_runs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The rows of every run folder in a sweep, read from disk (not from what a launcher returned)."""
+    return [run_row(r, sweep_dir) for r in load_runs([sweep_dir], require=False)]
+
+
+def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """The runs table printed at the end of a sweep and of a launch: `columns` of `rows`, fixed width."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_runs_csv(runs: list[Run], path: Path) -> None:
+    """runs.csv: one row a run (run_row), included or not, with its seeds, losses, cost and hashes."""
     buffer = io.StringIO(newline="")
     w = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
     w.writeheader()
-    root = Path(path).parent.resolve()
     for r in sorted(runs, key=lambda r: str(r.folder)):
-        folder = Path(r.folder).resolve()
-        intervention = r.result.get("intervention")
-        error = str(r.result.get("error") or "").strip() or _incomplete_why(r)
-        w.writerow({**{k: r.result.get(k) for k in CSV_FIELDS},
-                    "run": str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder),
-                    "arm": r.arm, "intervention": "+".join(map(str, intervention))
-                    if isinstance(intervention, list) else intervention,
-                    "status": r.status if r.status in FINAL_STATUSES else Status.INCOMPLETE,
-                    "included": r.included, "reason": r.reason or "", "error": error.splitlines()[-1] if error else ""})
+        w.writerow(run_row(r, Path(path).parent))
     write_atomic(path, buffer.getvalue().encode())

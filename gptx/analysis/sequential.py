@@ -34,7 +34,7 @@ from scipy import stats as sps
 from gptx.analysis.defaults import ALPHA, DEFAULT_SPENDING, FIRST_WAVE, MAX_SEEDS, MIN_EFFECT, WAVE_SIZE  # noqa: F401 - MAX_SEEDS re-exported
 from gptx.analysis.runs import Run
 from gptx.analysis.summary import analyze
-from gptx.files import FINAL_STATUSES
+from gptx.result import FINAL_STATUSES
 
 SPENDING = ("obrien_fleming", "pocock")
 OPEN, BUDGET = "open", "undecided (budget)"

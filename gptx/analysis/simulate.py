@@ -21,7 +21,7 @@ import numpy as np
 
 from gptx.analysis.runs import Run, run_from_result
 from gptx.analysis.summary import analyze
-from gptx.files import Status
+from gptx.result import Status
 
 SD_INIT, SD_TRAIN = 0.0155, 0.0058  # the study's variance components (STATISTICS.md)
 INTERVENTIONS = ("fp32", "grad_clip", "qkv_bias", "lr_schedule", "weight_decay", "no_dropout",

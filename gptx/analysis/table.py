@@ -20,7 +20,8 @@ from pathlib import Path
 
 from gptx.analysis.runs import Run, UserError, run_from_result
 from gptx.analysis.summary import MIN_EFFECT, analyze, jsonable
-from gptx.files import RESULT_FILE, Status
+from gptx.files import RESULT_FILE
+from gptx.result import Status
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 SEEDS = ("init_seed", "train_seed", "data_seed", "replica")

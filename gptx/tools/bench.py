@@ -36,10 +36,10 @@ from gptx.attention_backend import pin_attention_backends
 from gptx.config import CONF_DIR, ConfigError, DataConfig, DataFormat, DeviceKind, ModelConfig, TrainConfig
 from gptx.data import TrainOrder, load_data
 from gptx.errors import ArgumentParser, entry_point
-from gptx.files import RESULT_FILE
 from gptx.hardware import mfu, peak_flops, resolve_device
 from gptx.model import GPTModel, build_model, configure_optimizer, flops_per_token
 from gptx.precision import resolve_precision
+from gptx.result import load_result
 from gptx.scoring import lm_loss
 from gptx.seeding import CUBLAS_WORKSPACE, configure_determinism
 
@@ -243,10 +243,10 @@ def time_default_run() -> dict[str, Any]:
         subprocess.run([sys.executable, "-m", "gptx.train", f"hydra.run.dir={tmp}/run"], check=True,
                        capture_output=True, cwd=tmp)
         wall = time.perf_counter() - start
-        result = json.loads((Path(tmp) / "run" / RESULT_FILE).read_text())
-    return {"variant": "default-run", "step_seconds": wall / result["steps"], "tokens_per_second":
-            result["tokens"] / wall, "mfu": None, "steps": result["steps"], "first_step_seconds": None,
-            "note": f"python -m gptx.train: {wall:.1f} s wall, test_loss {result['test_loss']:.6f}"}
+        result = load_result(Path(tmp) / "run")
+    return {"variant": "default-run", "step_seconds": wall / result.steps, "tokens_per_second":
+            result.tokens / wall, "mfu": None, "steps": result.steps, "first_step_seconds": None,
+            "note": f"python -m gptx.train: {wall:.1f} s wall, test_loss {result.test_loss:.6f}"}
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 
 from gptx.config import ConfigError, ModelConfig
 from gptx.errors import ArgumentParser, UsageError, entry_point
-from gptx.files import MODEL_FILE, RESULT_FILE, read_json, read_json_object, weights_intact
+from gptx.files import MODEL_FILE
 from gptx.hashing import weights_sha256
+from gptx.result import RunResult, read_result, weights_intact
 from gptx.weights import (
     RECORDED_SHA_KEY,
     WeightsDamaged,
@@ -170,24 +171,16 @@ def verify_recorded(path: Path) -> None:
             raise CompareError(str(err)) from None
 
 
-def _result_of(path: Path) -> dict[str, Any]:
-    """The result.json beside a run folder's model.safetensors ({} for any other file)."""
-    if path.name != MODEL_FILE:
-        return {}
-    try:
-        return read_json_object(path.parent / RESULT_FILE)
-    except (OSError, ValueError):
-        return {}
+def _result_of(path: Path) -> RunResult:
+    """The result.json beside a run folder's model.safetensors (an empty record for any other file)."""
+    return (read_result(path.parent) if path.name == MODEL_FILE else None) or RunResult()
 
 
 def test_loss_of(path: str | Path) -> float | None:
     """The test loss in a run folder's result.json (None for a file, or when there is none)."""
-    try:
-        result = read_json(Path(path) / RESULT_FILE)
-    except (OSError, ValueError):
-        return None
-    value = result.get("test_loss") if isinstance(result, dict) else None
-    return float(value) if isinstance(value, (int, float)) else None
+    result = read_result(Path(path))
+    value = result.test_loss if result is not None else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def loss_agreement(a: float | None, b: float | None) -> dict[str, Any]:

@@ -37,16 +37,15 @@ from gptx.files import (
     RESULT_FILE,
     TRAIN_LOG,
     LogFile,
-    Status,
     create_exclusive_dir,
     disk_full,
-    read_json,
     write_atomic,
     write_json,
 )
 from gptx.folders import mark_run_folder
 from gptx.hardware import environment
 from gptx.model import MAX_PARAMETERS, check_parameter_cap
+from gptx.result import RunResult, Status, load_result
 from gptx.saved_config import hydra_yaml_report, load_run_config, recorded_interventions
 from gptx.tools.compare import (
     CompareError,
@@ -75,24 +74,23 @@ class ReproductionFailed(ReproduceError):
     exit_status = 1
 
 
-def completed_result(run_dir: Path) -> dict[str, Any]:
+def completed_result(run_dir: Path) -> RunResult:
     """The original's result.json, which must say the run completed and record its weights and loss."""
     path = run_dir / RESULT_FILE
     try:
-        result = read_json(path)
+        result = load_result(path)
     except FileNotFoundError:
         raise ReproduceError(f"{run_dir} has no {RESULT_FILE}: not a finished gptx run") from None
     except (OSError, ValueError) as err:
         raise ReproduceError(f"{path} is unreadable: {err}") from None
-    if not isinstance(result, dict) or result.get("status") != Status.COMPLETED:
-        status = result.get("status") if isinstance(result, dict) else None
-        raise ReproduceError(f"{path} says status {status!r}: only a completed run can be reproduced")
-    if not isinstance(result.get("final_weights_sha256"), str):
+    if not result.completed:
+        raise ReproduceError(f"{path} says status {result.status!r}: only a completed run can be reproduced")
+    if not isinstance(result.final_weights_sha256, str):
         raise ReproduceError(f"{path} records no final_weights_sha256")
     return result
 
 
-def check_components(original: dict[str, Any], cfg: GptxConfig) -> None:
+def check_components(original: RunResult, cfg: GptxConfig) -> None:
     """Refuse before running when a component the config names is not installed, or its source is not the
     source the run recorded (result.json `components`): DIFFERENT CODE, nothing to reproduce."""
     components.used(cfg.model, cfg.train)  # an unregistered name: one line naming what is registered
@@ -148,7 +146,7 @@ def current_environment(cfg: GptxConfig) -> dict[str, Any]:
     return {**environment(device), "precision": resolve_precision(cfg.train, device).label}
 
 
-def environment_differences(original: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
+def environment_differences(original: RunResult | dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
     """The ENV_FIELDS whose values differ between two result-like dicts."""
     diffs = []
     for dotted in ENV_FIELDS + OPTIONAL_FIELDS:
@@ -251,13 +249,13 @@ def reproduce(run_dir: Path, out: Path | None = None, strict_env: bool = False,
     return report
 
 
-def _verdict(run_dir: Path, target: Path, original: dict[str, Any], result: dict[str, Any],
+def _verdict(run_dir: Path, target: Path, original: RunResult, result: dict[str, Any],
              cfg: GptxConfig, warn: Callable[[str], None]) -> tuple[dict[str, Any], WeightsComparison | None]:
     """The verdict fields of the report, and the tensor comparison when the weights differ.
 
     IDENTICAL only when the reproduction's weights equal both result.json's hash and the saved file.
     """
-    recorded, reproduced = original["final_weights_sha256"], result.get("final_weights_sha256")
+    recorded, reproduced = original.final_weights_sha256, result.get("final_weights_sha256")
     original_file = run_dir / MODEL_FILE
     file_sha, file_checked = None, False
     if not original_file.is_file():
@@ -353,9 +351,9 @@ def _cannot_write(err: BaseException, where: Path) -> str:
     return f"cannot write in {place} ({why}): nothing was changed; pass --out with a folder gptx can write in"
 
 
-def _get(tree: dict[str, Any], dotted: str) -> Any:
+def _get(tree: RunResult | dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
-        if not isinstance(tree, dict):
+        if not isinstance(tree, (dict, RunResult)):
             return None
         tree = tree.get(part)  # type: ignore[assignment]
     return tree

@@ -4,7 +4,6 @@ for Hydra, and the table printed when every job has ended.
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module outside sys.modules,
 # where dataclasses cannot resolve string annotations.
-import json
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from gptx.config import ConfigError, config_sha256
-from gptx.files import CONFIG_FILE, CONSOLE_LOG, RESULT_FILE, Status, read_json, weights_intact
+from gptx.files import CONFIG_FILE, CONSOLE_LOG
+from gptx.result import Status, completed_with, read_result
 from gptx.saved_config import parse_safe_yaml
 
 
@@ -108,23 +108,21 @@ def _task_config(sweep_config: DictConfig) -> DictConfig:
 
 
 def _completed_result(run_dir: Path, task_cfg: DictConfig) -> dict[str, Any] | None:
-    """The run's result when it completed with this config (see _same_config) and its weights verify."""
-    try:
-        result = read_json(run_dir / RESULT_FILE)
-        saved_config = (run_dir / CONFIG_FILE).read_text()
-    except (OSError, ValueError):
-        return None
-    if not isinstance(result, dict) or result.get("status") != Status.COMPLETED:
-        return None
-    if not _same_config(saved_config, run_dir, task_cfg):
-        return None
-    return result if weights_intact(run_dir, result)[0] else None  # damaged weights: the job trains it again
+    """The run's result when it is done for this config (gptx.result.completed_with, the run's own rule):
+    completed, the same config by _same_config, its weights intact (damaged ones: the job trains it again)."""
+    record = read_result(run_dir)
+    done, _ = completed_with(run_dir, record, lambda _: _same_config(run_dir, task_cfg))
+    return record.to_json() if done and record is not None else None
 
 
-def _same_config(saved: str, run_dir: Path, task_cfg: DictConfig) -> bool:
+def _same_config(run_dir: Path, task_cfg: DictConfig) -> bool:
     """Whether the saved .hydra/config.yaml is this job's config by the run's own rule, config_sha256: keys
     that change no number (NON_SEMANTIC_KEYS: a tracker, checkpoint cadence, ...) may differ, so a relaunch
     that changes only them submits nothing, as the run itself would skip."""
+    try:
+        saved = (run_dir / CONFIG_FILE).read_text()
+    except (OSError, ValueError):
+        return False
     if saved == OmegaConf.to_yaml(task_cfg):
         return True
     try:
@@ -149,23 +147,23 @@ def check_distinct_run_dirs(jobs: list[Job]) -> None:
 
 
 LAUNCH_COLUMNS = ("run", "status", "test_loss", "wall_seconds", "this_launch", "error", "log")
-"""The end-of-launch table: runs.csv's columns and statuses (gptx.sweep.read_run), plus what this launch did
+"""The end-of-launch table: runs.csv's columns and statuses (gptx.analysis.runs.run_row), plus what this launch did
 with the job (ran, skipped: completed with the same config, not started) and where its console log is."""
 
 
 def job_row(job: Job, sweep_dir: Path) -> dict[str, Any]:
     """A job's row as runs.csv has it, with what the launcher saw: how a job died without a result, the
     wall time of one that never wrote it, and what this launch did with the job."""
-    from gptx.sweep import read_run  # the one reader of run folders for runs.csv and the tables
+    from gptx.analysis.runs import load_run, run_row  # the one row of a run, for runs.csv and every table
 
-    row = read_run(sweep_dir, job.run_dir)
+    row = run_row(load_run(job.run_dir), sweep_dir)
     ret = job.job_return
     skipped = job.skipped or (ret is not None and ret.status == JobStatus.COMPLETED
                               and isinstance(ret._return_value, dict) and bool(ret._return_value.get("skipped")))
     row["this_launch"] = "skipped" if skipped else "ran" if ret is not None else "not started"
     if row["status"] == Status.INCOMPLETE and job.ended_how:
         row["error"] = f"crashed ({job.ended_how})"
-    if row["wall_seconds"] == "" and job.wall_s is not None:
+    if row["wall_seconds"] is None and job.wall_s is not None:
         row["wall_seconds"] = job.wall_s
     row["log"] = str(job.console_log) if job.console_log.exists() else "-"
     return row
@@ -187,7 +185,7 @@ def announce_done(job: Job, done: int, total: int, label: str) -> None:
 def format_job_table(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus") -> str:
     """The end-of-launch table (LAUNCH_COLUMNS, rendered as the sweep's runs table), then a count line:
     'local_gpus: 3 jobs: 2 completed, 1 failed; 1 skipped'."""
-    from gptx.sweep import format_table
+    from gptx.analysis.runs import format_table
 
     rows = [job_row(job, sweep_dir) for job in jobs]
     statuses = [r["status"] for r in rows]
@@ -197,10 +195,3 @@ def format_job_table(jobs: list[Job], sweep_dir: Path, label: str = "local_gpus"
             + ", ".join(f"{n} {s}" for s, n in counts.items())
             + (f"; {skipped} skipped (completed with the same config)" if skipped else ""))
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -114,8 +114,8 @@ class AdaptiveSweeper(Sweeper):
 
     def plan(self, arguments: list[str]):
         """The plan from the sweep's parameters and command line, the fixed overrides, and each arm's value."""
-        from gptx.analysis.runs import arm_name
         from gptx.analysis.sequential import Plan
+        from gptx.result import arm_name
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader if self.hydra_context else None)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))

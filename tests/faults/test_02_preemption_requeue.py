@@ -21,7 +21,8 @@ import yaml
 from faultkit import CALLBACK, RUN, assert_identical, python_script, result, run_script, runs_csv
 
 import gptx.config
-from gptx.sweep import find_run_dirs, scan_runs
+from gptx.analysis.runs import scan_runs
+from gptx.result import find_run_dirs
 
 pytestmark = pytest.mark.slow
 

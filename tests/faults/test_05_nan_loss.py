@@ -16,7 +16,7 @@ import torch
 from faultkit import CALLBACK, TINY, per_step, result, run_gptx, runs_csv, saved_config, typed_config
 
 import gptx.run
-from gptx.sweep import find_run_dirs
+from gptx.result import find_run_dirs
 
 pytestmark = pytest.mark.slow
 

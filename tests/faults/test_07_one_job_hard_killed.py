@@ -15,7 +15,8 @@ import signal
 import pytest
 from faultkit import CALLBACK, LOCAL, TINY, run_gptx, runs_csv, saved_config
 
-from gptx.sweep import find_run_dirs, scan_runs
+from gptx.analysis.runs import scan_runs
+from gptx.result import find_run_dirs
 
 pytestmark = pytest.mark.slow
 

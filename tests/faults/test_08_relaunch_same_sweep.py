@@ -26,7 +26,7 @@ from faultkit import (
     write_corrupt_corpus,
 )
 
-from gptx.sweep import find_run_dirs
+from gptx.result import find_run_dirs
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from faultkit import CALLBACK, LOCAL, TINY, result, run_gptx
 
-from gptx.files import file_sha256, safetensors_complete, weights_intact
+from gptx.files import file_sha256, safetensors_complete
+from gptx.result import load_result, weights_intact
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,7 @@ def test_a_relaunch_trains_a_run_with_damaged_weights_again(completed, tmp_path,
     if damage == "legacy-truncate":  # a run from before weights_file_sha256: its file is checked for completeness
         text = (run_dir / "result.json").read_text()
         (run_dir / "result.json").write_text(text.replace('"weights_file_sha256"', '"old_unused"'))
-    assert not weights_intact(run_dir, result(run_dir))[0]
+    assert not weights_intact(run_dir, load_result(run_dir))[0]
     proc = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "already completed" not in proc.stdout and "training the run again" in proc.stdout
