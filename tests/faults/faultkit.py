@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ CALLBACK = "++hydra.callbacks.sweep._target_=gptx.sweep.SweepCallback"
 # A run with checkpoints every 2 steps that ends after 6, evaluating at steps 3 and 6. TINY keeps
 # model.dropout at its default of 0.1, so the dropout RNG streams must survive every resume.
 RUN = [*TINY, "train.max_steps=6", "train.checkpoint_every=2", "train.eval_every=3"]
+# A run that completes in seconds: the folder the tests of finished runs damage, read or relaunch.
+SHORT = [*TINY, "train.max_steps=2"]
 # Local process-pool launcher on CPU, two jobs at a time: every job its own process.
 LOCAL = ["hydra/launcher=local_gpus", "hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=2"]
 
@@ -66,6 +69,27 @@ def reference(tmp_path_factory) -> Path:
     """An uninterrupted run of RUN, the yardstick an interrupted one must match (import it to use it)."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     proc = cli_run(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    """A run of RUN killed right after its step-4 checkpoint: checkpoints at steps 2 and 4 (import it to use it)."""
+    from gptx.checkpoint import list_checkpoints
+
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
+    proc = cli_run(run_dir, env={"GPTX_FAULT": "checkpoint@4=KILL"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_00000002", "step_00000004"]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory) -> Path:
+    """A completed run of SHORT in a folder of its own, one per test module (import it to use it)."""
+    run_dir = tmp_path_factory.mktemp("completed") / "run"
+    proc = run_gptx(*SHORT, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 

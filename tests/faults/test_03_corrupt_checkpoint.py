@@ -10,7 +10,6 @@ meta.json; then both checkpoints bad at once, which must fail in one line and le
 from __future__ import annotations
 
 import shutil
-import signal
 from pathlib import Path
 
 import faultkit
@@ -25,14 +24,7 @@ pytestmark = pytest.mark.slow
 reference = faultkit.reference  # the shared uninterrupted run (a pytest fixture)
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
-    """A run killed right after its step-4 checkpoint: checkpoints at steps 2 and 4."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    proc = cli_run(run_dir, env={"GPTX_FAULT": "checkpoint@4=KILL"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert [p.name for p in list_checkpoints(run_dir)] == ["step_00000002", "step_00000004"]
-    return run_dir
+killed = faultkit.killed  # a run killed after its step-4 checkpoint (a pytest fixture)
 
 
 @pytest.fixture

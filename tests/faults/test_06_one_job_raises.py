@@ -32,7 +32,7 @@ def test_scenario_06_one_job_raises_three_complete_and_the_sweep_fails(tmp_path)
     assert bad_row["error"].startswith("data.path=bad.txt is not UTF-8 text (byte 0)")
     failed = result(sweep / bad_name)
     assert failed["status"] == "failed" and failed["error"] == bad_row["error"]
-    assert "traceback" not in failed  # a user error is its one line (a crash's traceback: scenario 4)
+    assert failed["traceback"] is None  # a user error is its one line (a crash's traceback: scenario 4)
     assert "is not UTF-8 text" in (sweep / bad_name / "console.log").read_text()
     # Both summaries name it: the launcher's table and the runs table's count line.
     assert "4 runs (3 completed, 1 failed)" in proc.stdout

@@ -10,23 +10,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import faultkit
 import pytest
-from faultkit import CALLBACK, LOCAL, TINY, result, run_gptx
+from faultkit import CALLBACK, LOCAL, result, run_gptx
 
 from gptx.files import file_sha256, safetensors_complete
 from gptx.result import load_result, weights_intact
 
 pytestmark = pytest.mark.slow
 
-RUN = [*TINY, "train.max_steps=2"]
+RUN = faultkit.SHORT
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("weights") / "run"
-    proc = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+completed = faultkit.completed  # a finished run of SHORT (a pytest fixture)
 
 
 def flip_data_bit(path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import faultkit
@@ -26,13 +25,7 @@ pytestmark = pytest.mark.slow
 reference = faultkit.reference  # the shared uninterrupted run (a pytest fixture)
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
-    """A run killed right after its step-4 checkpoint: checkpoints at steps 2 and 4."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    proc = cli_run(run_dir, env={"GPTX_FAULT": "checkpoint@4=KILL"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    return run_dir
+killed = faultkit.killed  # a run killed after its step-4 checkpoint (a pytest fixture)
 
 
 def forge(checkpoint: Path, drop_tensors: str | None = None, rename: str | None = None, **changes) -> None:

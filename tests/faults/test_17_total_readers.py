@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import faultkit
@@ -38,13 +37,7 @@ def one_line(proc) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
-    """A run killed right after its step-4 checkpoint."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    proc = cli_run(run_dir, env={"GPTX_FAULT": "checkpoint@4=KILL"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    return run_dir
+killed = faultkit.killed  # a run killed after its step-4 checkpoint (a pytest fixture)
 
 
 @pytest.mark.parametrize("content", [NESTED_JSON, "[1, 2]"], ids=["nested", "list"])

@@ -14,12 +14,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import faultkit
 import pytest
-from faultkit import CALLBACK, LOCAL, TINY, result, run_gptx, tree_digest
+from faultkit import CALLBACK, LOCAL, result, run_gptx, tree_digest
 
 pytestmark = pytest.mark.slow
 
-RUN = [*TINY, "train.max_steps=2"]
+RUN = faultkit.SHORT
 
 
 def error_lines(proc) -> list[str]:
@@ -67,12 +68,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("ro") / "run"
-    proc = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+completed = faultkit.completed  # a finished run of SHORT (a pytest fixture)
 
 
 def test_reproduce_on_a_read_only_run_folder_is_one_line(completed, read_only, tmp_path):

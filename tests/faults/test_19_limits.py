@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import faultkit
 import pytest
 import torch
 from faultkit import TINY, result, run_gptx
@@ -27,18 +28,13 @@ from gptx.model import MAX_PARAMETERS
 
 pytestmark = pytest.mark.slow
 
-RUN = [*TINY, "train.max_steps=2"]
+RUN = faultkit.SHORT
 TOOLS = ["generate", "evaluate", "export", "compare"]
 # About 8.9 billion parameters: over the cap, and refused before a byte of it is allocated.
 HUGE = {"d_model": 8192, "n_layers": 10}
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("limits") / "run"
-    proc = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+completed = faultkit.completed  # a finished run of SHORT (a pytest fixture)
 
 
 def one_error_line(proc) -> str:

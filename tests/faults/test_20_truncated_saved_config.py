@@ -11,21 +11,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import faultkit
 import pytest
-from faultkit import TINY, run_gptx, tree_digest
+from faultkit import run_gptx, tree_digest
 
 pytestmark = pytest.mark.slow
 
-RUN = [*TINY, "train.max_steps=2"]
+RUN = faultkit.SHORT
 REFUSAL = "the saved config does not match its recorded hash (config_sha256 in result.json): truncated or edited"
 
 
-@pytest.fixture(scope="module")
-def completed(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("truncated") / "run"
-    proc = run_gptx(*RUN, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+completed = faultkit.completed  # a finished run of SHORT (a pytest fixture)
 
 
 def truncate_at_line(text: str) -> str:
