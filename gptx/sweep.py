@@ -38,11 +38,14 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
+def _fingerprint(run_dir: Path) -> tuple[int | None, int | None]:
+    """What changes when a launch touches a run: Hydra rewrites `.hydra/`, train rewrites result.json."""
+    return _mtime_ns(run_dir / OVERRIDES_FILE), _mtime_ns(run_dir / RESULT_FILE)
+
+
 def _fingerprints(sweep_dir: str | os.PathLike) -> dict[str, tuple[int | None, int | None]]:
-    """What changes when a launch touches a run, for each run folder: Hydra rewrites `.hydra/`, train
-    rewrites result.json."""
-    return {str(d.resolve()): (_mtime_ns(d / OVERRIDES_FILE), _mtime_ns(d / RESULT_FILE))
-            for d in find_run_dirs(sweep_dir)}
+    """Each run folder's fingerprint, keyed by its resolved path (as load_runs names the folders)."""
+    return {str(d.resolve()): _fingerprint(d) for d in find_run_dirs(sweep_dir)}
 
 
 def lock_sweep(sweep_dir: str | os.PathLike) -> None:
@@ -159,9 +162,8 @@ class SweepCallback(Callback):
         notes: list[str] = []
         runs = load_runs([sweep_dir], require=False, notes=notes)  # arms named against study.json
         rows = [run_row(r, sweep_dir) for r in runs]
-        now = _fingerprints(sweep_dir)
         touched = [row for r, row in zip(runs, rows, strict=True)
-                   if self.before.get(str(r.folder)) != now.get(str(r.folder))]
+                   if self.before.get(str(r.folder)) != _fingerprint(Path(r.folder))]
         failed = [row["run"] for row in touched if row["status"] not in OK_STATUSES]
         ran, untouched = len(touched), len(rows) - len(touched)
         summary = _write_report(sweep_dir, runs, notes)

@@ -93,3 +93,18 @@ def test_result_json_has_one_reader():
             if ("RESULT_FILE" in line or "result.json" in line) and READS.search(line):
                 offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_no_status_word_outside_its_owner():
+    """A run's states are Status members: no module spells one as a string of its own."""
+    import ast
+
+    words = {status.value for status in Status}
+    found = []
+    for path in [*(REPO / "gptx").rglob("*.py"), *(REPO / "hydra_plugins").rglob("*.py")]:
+        if path == REPO / "gptx" / "result.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in words:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+    assert found == []
