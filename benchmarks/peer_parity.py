@@ -81,7 +81,8 @@ def run_nanogpt(nanogpt: Path, seed: int, out: Path, arm: str, dataset: str) -> 
 @torch.no_grad()
 def whole_split_loss(nanogpt: Path, run_dir: Path, val_bin: Path) -> float:
     """Mean cross-entropy of the run's final checkpoint over every full window of the validation split."""
-    sys.path.insert(0, str(nanogpt))
+    if str(nanogpt) not in sys.path:  # once, however many checkpoints are scored
+        sys.path.insert(0, str(nanogpt))
     from model import GPT, GPTConfig  # nanoGPT's own model.py
     ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
     if ckpt["iter_num"] != 2000:

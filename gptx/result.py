@@ -102,8 +102,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written as result.json: every declared field in order, then the extra keys."""
-        declared = {f.name: getattr(self, f.name) for f in _FIELDS}
-        return {**declared, **{k: v for k, v in self.extra.items() if k not in declared}}
+        return {**{f.name: getattr(self, f.name) for f in _FIELDS}, **self.extra}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> RunResult:
