@@ -116,23 +116,20 @@ def rank_seed(seed: int, rank: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def any_rank(world: World, *flags: bool) -> tuple[bool, ...]:
-    """Each flag true on every rank when it is true on any rank (a stop signal, rank 0's clock), in one
-    collective."""
+def mean_and_any(world: World, value: torch.Tensor, flags: tuple[bool, ...]) -> tuple[float, tuple[bool, ...]]:
+    """A scalar tensor's mean over ranks, and each flag true on every rank when it is true on any (a stop
+    signal, rank 0's checkpoint clock), in one collective and one host sync: the step's loss carries the
+    flags, so a step waits for its GPU once. The tensor is filled on the device (no host-to-device copy)."""
     if not world.distributed:
-        return flags
-    t = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=_collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(bool(v) for v in t.tolist())
-
-
-def mean_over_ranks(world: World, value: torch.Tensor) -> torch.Tensor:
-    """The average of a scalar tensor over ranks (identical on every rank afterwards)."""
-    if not world.distributed:
-        return value
-    t = value.detach().clone().to(_collective_device())
+        return float(value), flags
+    t = torch.zeros(1 + len(flags), device=_collective_device())
+    t[0] = value.detach()
+    for i, flag in enumerate(flags):
+        if flag:
+            t[1 + i] = 1.0
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t / world.size
+    mean, *votes = (t / world.size).tolist()
+    return mean, tuple(vote > 0 for vote in votes)
 
 
 def gather_objects(world: World, obj: object) -> list[object]:

@@ -25,7 +25,7 @@ from gptx.attention_backend import pin_attention_backends
 from gptx.checkpoint import LoopPosition
 from gptx.config import ConfigError, GptxConfig, config_sha256, to_plain_dict
 from gptx.data import TokenData, TrainOrder, load_data
-from gptx.distributed import World, any_rank, barrier, gather_objects, mean_over_ranks, rank_seed
+from gptx.distributed import World, barrier, gather_objects, mean_and_any, rank_seed
 from gptx.faults import maybe_fire, nan_loss_at
 from gptx.files import MetricsLog
 from gptx.hardware import device_memory, mfu, peak_flops, resolve_device
@@ -159,11 +159,13 @@ def resume_from(tr: Training, resume: ckpt.Checkpoint) -> LoopPosition:
     return resume.state.position
 
 
-def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool) -> tuple[float, torch.Tensor | None]:
+def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool,
+               flags: StepFlags) -> tuple[float, torch.Tensor | None]:
     """Optimizer step number `step` on this rank's sequences `indices`: forward, backward, clip, update.
 
-    Returns the step's loss (mean over ranks) and the pre-clip gradient norm (None when neither
-    clipping nor `need_norm` asks for it). Raises Diverged, before the update, on a non-finite loss.
+    Returns the step's loss (mean over ranks; its reduction carries `flags` to the other ranks) and the
+    pre-clip gradient norm (None when neither clipping nor `need_norm` asks for it). Raises Diverged,
+    before the update, on a non-finite loss.
     """
     t, opt, world = tr.cfg.train, tr.optimizer, tr.world
     for group in opt.param_groups:
@@ -187,7 +189,7 @@ def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool
             tr.scaler.scale(loss).backward()
         loss_sum += loss.detach()
     # The one host sync a step: the finite check needs it (and every rank must agree on it).
-    step_loss = float(mean_over_ranks(world, loss_sum))
+    step_loss = flags.exchange(loss_sum)
     if step_loss != step_loss or step_loss in (float("inf"), float("-inf")):
         raise Diverged(step, step_loss)
     tr.scaler.unscale_(opt)
@@ -200,6 +202,37 @@ def train_step(tr: Training, step: int, indices: Any, lr: float, need_norm: bool
     tr.scaler.update()
     opt.zero_grad(set_to_none=True)
     return step_loss, grad_norm
+
+
+class StepFlags:
+    """Whether to stop or checkpoint at the top of a step, as every rank agrees: true on all ranks when true
+    on any (a stop signal may reach one rank; the checkpoint clock is rank 0's).
+
+    One process reads its own flags at the top of each step. A distributed run sends them with the step's
+    loss, in the collective each step makes anyway, and acts on them at the top of the next step: a second
+    collective would be a second host sync a step on GPUs. A signal is then acted on one step later.
+    """
+
+    def __init__(self, world: World, stop: StopRequest, clock: CheckpointClock):
+        self.world, self.stop, self.clock = world, stop, clock
+        self.carried = (False, False)  # what the ranks agreed with the last step's loss
+
+    def _own(self) -> tuple[bool, bool]:
+        return self.stop.requested, self.clock.due()
+
+    def agreed(self) -> tuple[bool, bool]:
+        """(stop now, checkpoint clock due), the same on every rank."""
+        if not self.world.distributed:
+            return self._own()
+        agreed, self.carried = self.carried, (False, False)
+        return agreed
+
+    def exchange(self, loss_sum: torch.Tensor) -> float:
+        """The step's loss, averaged over ranks, with this rank's flags sent alongside."""
+        if not self.world.distributed:
+            return float(loss_sum)
+        loss, self.carried = mean_and_any(self.world, loss_sum, self._own())  # type: ignore[assignment]
+        return loss
 
 
 class ClipCounter:
@@ -296,6 +329,7 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
     clipping = ClipCounter(position, tr.device) if t.grad_clip is not None else None
     progress = Progress(tr.n_steps, step, enabled=world.is_main)
     line, checkpoints = MetricsLine(tr, position, metrics, progress), Checkpoints(tr, step)
+    flags = StepFlags(world, stop, checkpoints.clock)
 
     def here() -> LoopPosition:
         clip_totals = clipping.totals() if clipping else (0, 0.0)
@@ -305,8 +339,7 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
     tr.model.train()
     while step < tr.n_steps:
         maybe_fire("step", step + 1)
-        # One collective a step: a stop signal on any rank, and rank 0's clock (the others follow it).
-        stop_now, time_due = any_rank(world, stop.requested, checkpoints.clock.due())
+        stop_now, time_due = flags.agreed()
         if stop_now:
             checkpoints.save(here())
             log.info("stop signal %s: checkpointed at step %d", stop.signum, step)
@@ -315,7 +348,7 @@ def training_loop(tr: Training, position: LoopPosition, metrics: MetricsLog, sto
             checkpoints.save(here())
         lr, log_now = lr_at(step, tr.n_steps, t), line.due(step + 1)
         indices = order.step_indices(step)[world.rank * per_rank : (world.rank + 1) * per_rank]
-        step_loss, grad_norm = train_step(tr, step + 1, indices, lr, need_norm=log_now)
+        step_loss, grad_norm = train_step(tr, step + 1, indices, lr, log_now, flags)
         if clipping:
             clipping.add(grad_norm, t.grad_clip)
         step += 1

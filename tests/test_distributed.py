@@ -108,3 +108,118 @@ def test_evaluation_is_shared_by_the_ranks_and_bitwise_the_one_process_value(tmp
     for rank in (0, 1):
         loss, per_sequence = pickle.loads((tmp_path / f"out.{rank}").read_bytes())
         assert loss == alone[0] and per_sequence.tobytes() == alone[1].tobytes() and len(per_sequence) == 11
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _counting_all_reduce(counts: list[int]):
+    """torch.distributed.all_reduce, counting its calls (DDP's gradient buckets do not come through it)."""
+    import torch.distributed as dist
+
+    real = dist.all_reduce
+
+    def all_reduce(*args, **kwargs):
+        counts[0] += 1
+        return real(*args, **kwargs)
+
+    dist.all_reduce = all_reduce
+
+
+def _vote(rank: int, init_file: str, out: str) -> None:
+    """One of two gloo ranks: its loss and flags, reduced with the other rank's."""
+    import pickle
+
+    import torch.distributed as dist
+
+    from gptx.distributed import World, mean_and_any
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    counts = [0]
+    _counting_all_reduce(counts)
+    value = torch.tensor([1.25, 2.5][rank])
+    flags = [(False, True, False), (True, False, False)][rank]
+    got = mean_and_any(World(rank, 2), value, flags)
+    Path(out).with_suffix(f".{rank}").write_bytes(pickle.dumps((got, counts[0])))
+    dist.destroy_process_group()
+
+
+def test_mean_and_any_is_one_collective_and_the_same_on_every_rank(tmp_path):
+    import pickle
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_vote, args=(str(tmp_path / "rendezvous"), str(tmp_path / "out")), nprocs=2)
+    for rank in (0, 1):
+        got, calls = pickle.loads((tmp_path / f"out.{rank}").read_bytes())
+        assert got == (1.875, (True, True, False)) and calls == 1
+
+
+def _train_rank(rank: int, port: int, run_dir: str, steps: int, fault: str | None, out: str) -> None:
+    """One of two gloo ranks of a tiny run started the way torchrun starts it, counting all_reduce calls."""
+    import pickle
+
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    os.environ.pop("GPTX_FAULT", None)
+    if fault:
+        os.environ["GPTX_FAULT"] = fault  # this rank only
+    counts = [0]
+    _counting_all_reduce(counts)
+    from gptx.run import train
+
+    from conftest import typed_config
+
+    cfg = typed_config(f"train.max_steps={steps}", f"train.eval_every={steps}", f"train.log_every={steps}",
+                       "train.micro_batch_size=null")
+    try:
+        train(cfg, Path(run_dir))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    Path(out).with_suffix(f".{rank}").write_bytes(pickle.dumps((code, counts[0])))
+
+
+def _spawn_run(tmp_path: Path, name: str, steps: int, faults: tuple[str | None, str | None] = (None, None)):
+    """(exit code, all_reduce calls) of each rank of the run `name` (faults: GPTX_FAULT per rank)."""
+    import pickle
+
+    import torch.multiprocessing as mp
+
+    out, port = tmp_path / f"{name}.out", _free_port()
+    ranks = [mp.get_context("spawn").Process(target=_train_rank, args=(rank, port, str(tmp_path / name), steps,
+                                                                       faults[rank], str(out))) for rank in (0, 1)]
+    for process in ranks:  # started by hand, not mp.spawn: each rank its own fault plan
+        process.start()
+    for process in ranks:
+        process.join(timeout=300)
+        assert process.exitcode == 0
+    return [pickle.loads(out.with_suffix(f".{rank}").read_bytes()) for rank in (0, 1)]
+
+
+def test_a_distributed_step_makes_one_collective_of_its_own(tmp_path):
+    """Two more steps make two more all_reduce calls on each rank: the step's loss carries the stop and
+    checkpoint-clock flags (one host sync a step on GPUs, not two)."""
+    four, six = _spawn_run(tmp_path, "four", 4), _spawn_run(tmp_path, "six", 6)
+    assert [code for code, _ in four + six] == [0, 0, 0, 0]
+    assert [b - a for (_, a), (_, b) in zip(four, six)] == [2, 2]
+
+
+def test_a_stop_signal_on_one_rank_stops_both_at_one_step_and_resumes_bit_exactly(tmp_path):
+    ref = _spawn_run(tmp_path, "ref", 6)
+    assert [code for code, _ in ref] == [0, 0]
+    cut = _spawn_run(tmp_path, "cut", 6, faults=(None, "step@3=TERM"))
+    assert [code for code, _ in cut] == [143, 143]  # 128 + SIGTERM on both ranks
+    from gptx import checkpoint as ckpt
+
+    stopped = result(tmp_path / "cut")
+    assert stopped["status"] == "interrupted"
+    # Rank 1's flag went with step 3's loss; both ranks acted on it at the top of step 4.
+    assert ckpt.load_latest(tmp_path / "cut", stopped["config_sha256"]).state.step == 3
+    assert [code for code, _ in _spawn_run(tmp_path, "cut", 6)] == [0, 0]
+    assert result(tmp_path / "cut")["final_weights_sha256"] == result(tmp_path / "ref")["final_weights_sha256"]
