@@ -27,7 +27,7 @@ class Precision:
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
     """Apply the TF32 setting and pick autocast. CPUs compute in float32: bf16 autocast there is another
-    arithmetic, 0.70x a step on one CPU and 1.1x on another (docs/performance.md)."""
+    arithmetic, 0.71x a step on one CPU and 1.1x on another (docs/performance.md)."""
     if device.type != "cuda":
         note = f" (cpu; amp_{cfg.amp_dtype.value} requested)" if cfg.amp else ""
         return Precision(f"fp32{note}", None, False)
