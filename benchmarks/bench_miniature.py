@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=4, help="runs in the packing multirun")
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--skip-packing", action="store_true")
-    p.add_argument("--step-timing", action="store_true", help="part 3: one step in parts (about 1 minute)")
+    p.add_argument("--step-timing", action="store_true", help="part 3: one step in parts (about 40 s)")
     p.add_argument("--one-step", action="store_true", help=argparse.SUPPRESS)  # part 3's worker process
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)

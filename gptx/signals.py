@@ -1,8 +1,9 @@
 """Stop signals (SLURM's time limit and preemption warnings) turned into a flag the loop checks.
 
 A handler that checkpoints or exits inside the signal could interrupt an optimizer step half way;
-this one only records the signal. The loop checkpoints at the next step boundary and then hands the
-signal to whatever handler was installed before (submitit's requeues the job), or exits.
+this one only records the signal. The loop checkpoints at the next step boundary (in a multi-process run,
+the boundary after the step whose loss carries the flag to every rank) and then hands the signal to
+whatever handler was installed before (submitit's requeues the job), or exits.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class StopRequest:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the checkpoint
         self.signum = signum
         if signum == signal.SIGINT:
-            log.warning("Ctrl-C: checkpointing at the end of this step (press again to stop at once)")
+            log.warning("Ctrl-C: checkpointing at the end of this step or the next (press again to stop at once)")
 
     def hand_over(self) -> None:
         """After checkpointing: let the previous handler act (e.g. requeue), else exit 128 + signal."""

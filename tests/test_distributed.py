@@ -110,15 +110,10 @@ def test_evaluation_is_shared_by_the_ranks_and_bitwise_the_one_process_value(tmp
         assert loss == alone[0] and per_sequence.tobytes() == alone[1].tobytes() and len(per_sequence) == 11
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RANK_TIMEOUT = 120  # seconds a test rank waits for the others before its collectives fail
 
 
-def _counting_all_reduce(counts: list[int]):
+def _counting_all_reduce(counts: list[int]) -> None:
     """torch.distributed.all_reduce, counting its calls (DDP's gradient buckets do not come through it)."""
     import torch.distributed as dist
 
@@ -131,44 +126,63 @@ def _counting_all_reduce(counts: list[int]):
     dist.all_reduce = all_reduce
 
 
+def _join(rank: int, size: int, init_file: str) -> None:
+    """This process as rank `rank` of `size` gloo ranks, failing within RANK_TIMEOUT if the others never come."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size,
+                            timeout=datetime.timedelta(seconds=RANK_TIMEOUT))
+
+
+# float32 values whose sum depends on its order (1e8 + 5 rounds to 1e8 + 8): the reduction must add them
+# exactly as the one-element all-reduce before it did.
+ORDER_SENSITIVE = (1e8, 5.0, -1e8)
+
+
 def _vote(rank: int, init_file: str, out: str) -> None:
-    """One of two gloo ranks: its loss and flags, reduced with the other rank's."""
+    """One of three gloo ranks: its loss and flags reduced with the others', and the old one-element mean."""
     import pickle
 
     import torch.distributed as dist
 
     from gptx.distributed import World, mean_and_any
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    _join(rank, 3, init_file)
+    value = torch.tensor(ORDER_SENSITIVE[rank])
+    alone = value.clone()
+    dist.all_reduce(alone, op=dist.ReduceOp.SUM)
+    one_element_mean = float(alone / 3)
     counts = [0]
     _counting_all_reduce(counts)
-    value = torch.tensor([1.25, 2.5][rank])
-    flags = [(False, True, False), (True, False, False)][rank]
-    got = mean_and_any(World(rank, 2), value, flags)
-    Path(out).with_suffix(f".{rank}").write_bytes(pickle.dumps((got, counts[0])))
+    flags = [(False, True, False), (True, False, False), (False, False, False)][rank]
+    got = mean_and_any(World(rank, 3), value, flags)
+    Path(out).with_suffix(f".{rank}").write_bytes(pickle.dumps((got, one_element_mean, counts[0])))
     dist.destroy_process_group()
 
 
-def test_mean_and_any_is_one_collective_and_the_same_on_every_rank(tmp_path):
+def test_mean_and_any_is_one_collective_the_same_on_every_rank_and_the_old_mean_to_the_bit(tmp_path):
     import pickle
 
     import torch.multiprocessing as mp
 
-    mp.spawn(_vote, args=(str(tmp_path / "rendezvous"), str(tmp_path / "out")), nprocs=2)
-    for rank in (0, 1):
-        got, calls = pickle.loads((tmp_path / f"out.{rank}").read_bytes())
-        assert got == (1.875, (True, True, False)) and calls == 1
+    mp.spawn(_vote, args=(str(tmp_path / "rendezvous"), str(tmp_path / "out")), nprocs=3)
+    for rank in (0, 1, 2):
+        (mean, flags), one_element_mean, calls = pickle.loads((tmp_path / f"out.{rank}").read_bytes())
+        assert mean == one_element_mean and flags == (True, True, False) and calls == 1
 
 
-def _train_rank(rank: int, port: int, run_dir: str, steps: int, fault: str | None, out: str) -> None:
-    """One of two gloo ranks of a tiny run started the way torchrun starts it, counting all_reduce calls."""
+def _train_rank(rank: int, init_file: str, run_dir: str, steps: int, fault: str | None, overrides: tuple[str, ...],
+                out: str) -> None:
+    """One of two gloo ranks of a tiny run, as torchrun would start it, counting all_reduce calls."""
     import pickle
 
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
     os.environ.pop("GPTX_FAULT", None)
     if fault:
         os.environ["GPTX_FAULT"] = fault  # this rank only
+    _join(rank, 2, init_file)  # gptx.distributed.init_world keeps a group that exists
     counts = [0]
     _counting_all_reduce(counts)
     from gptx.run import train
@@ -176,7 +190,7 @@ def _train_rank(rank: int, port: int, run_dir: str, steps: int, fault: str | Non
     from conftest import typed_config
 
     cfg = typed_config(f"train.max_steps={steps}", f"train.eval_every={steps}", f"train.log_every={steps}",
-                       "train.micro_batch_size=null")
+                       "train.micro_batch_size=null", *overrides)
     try:
         train(cfg, Path(run_dir))
         code = 0
@@ -185,20 +199,29 @@ def _train_rank(rank: int, port: int, run_dir: str, steps: int, fault: str | Non
     Path(out).with_suffix(f".{rank}").write_bytes(pickle.dumps((code, counts[0])))
 
 
-def _spawn_run(tmp_path: Path, name: str, steps: int, faults: tuple[str | None, str | None] = (None, None)):
+def _spawn_run(tmp_path: Path, name: str, steps: int, faults: tuple[str | None, str | None] = (None, None),
+               overrides: tuple[str, ...] = ()) -> list[tuple[int, int]]:
     """(exit code, all_reduce calls) of each rank of the run `name` (faults: GPTX_FAULT per rank)."""
     import pickle
+    import time
 
     import torch.multiprocessing as mp
 
-    out, port = tmp_path / f"{name}.out", _free_port()
-    ranks = [mp.get_context("spawn").Process(target=_train_rank, args=(rank, port, str(tmp_path / name), steps,
-                                                                       faults[rank], str(out))) for rank in (0, 1)]
-    for process in ranks:  # started by hand, not mp.spawn: each rank its own fault plan
-        process.start()
-    for process in ranks:
-        process.join(timeout=300)
-        assert process.exitcode == 0
+    out, init_file = tmp_path / f"{name}.out", tmp_path / f"rendezvous-{name}-{time.monotonic_ns()}"
+    ranks = [mp.get_context("spawn").Process(
+        target=_train_rank, args=(rank, str(init_file), str(tmp_path / name), steps, faults[rank], overrides, str(out)))
+        for rank in (0, 1)]
+    try:
+        for process in ranks:  # started by hand, not mp.spawn: each rank its own fault plan
+            process.start()
+        for process in ranks:
+            process.join(timeout=2 * RANK_TIMEOUT + 60)
+            assert process.exitcode == 0
+    finally:
+        for process in ranks:  # none outlives the test, whatever failed
+            if process.is_alive():
+                process.kill()
+                process.join()
     return [pickle.loads(out.with_suffix(f".{rank}").read_bytes()) for rank in (0, 1)]
 
 
@@ -210,13 +233,17 @@ def test_a_distributed_step_makes_one_collective_of_its_own(tmp_path):
     assert [b - a for (_, a), (_, b) in zip(four, six)] == [2, 2]
 
 
-def test_a_stop_signal_on_one_rank_stops_both_at_one_step_and_resumes_bit_exactly(tmp_path):
-    ref = _spawn_run(tmp_path, "ref", 6)
-    assert [code for code, _ in ref] == [0, 0]
-    cut = _spawn_run(tmp_path, "cut", 6, faults=(None, "step@3=TERM"))
-    assert [code for code, _ in cut] == [143, 143]  # 128 + SIGTERM on both ranks
+def test_ranks_agree_on_one_ranks_stop_and_rank_zeros_clock_and_resume_bit_exactly(tmp_path):
     from gptx import checkpoint as ckpt
 
+    ref = _spawn_run(tmp_path, "ref", 6)
+    assert [code for code, _ in ref] == [0, 0]
+    # Rank 0's clock is due at every step: both ranks checkpoint at each one and end with the same bits.
+    clocked = _spawn_run(tmp_path, "clocked", 6, overrides=("train.checkpoint_minutes=1e-9",))
+    assert [code for code, _ in clocked] == [0, 0]
+    assert result(tmp_path / "clocked")["final_weights_sha256"] == result(tmp_path / "ref")["final_weights_sha256"]
+    cut = _spawn_run(tmp_path, "cut", 6, faults=(None, "step@3=TERM"))
+    assert [code for code, _ in cut] == [143, 143]  # 128 + SIGTERM on both ranks
     stopped = result(tmp_path / "cut")
     assert stopped["status"] == "interrupted"
     # Rank 1's flag went with step 3's loss; both ranks acted on it at the top of step 4.
