@@ -215,23 +215,20 @@ class StepFlags:
 
     def __init__(self, world: World, stop: StopRequest, clock: CheckpointClock):
         self.world, self.stop, self.clock = world, stop, clock
-        self.carried = (False, False)  # what the ranks agreed with the last step's loss
+        self.carried: tuple[bool, ...] = (False, False)  # what the ranks agreed with the last step's loss
 
     def _own(self) -> tuple[bool, bool]:
         return self.stop.requested, self.clock.due()
 
-    def agreed(self) -> tuple[bool, bool]:
+    def agreed(self) -> tuple[bool, ...]:
         """(stop now, checkpoint clock due), the same on every rank."""
-        if not self.world.distributed:
-            return self._own()
-        agreed, self.carried = self.carried, (False, False)
-        return agreed
+        return self.carried if self.world.distributed else self._own()
 
     def exchange(self, loss_sum: torch.Tensor) -> float:
         """The step's loss, averaged over ranks, with this rank's flags sent alongside."""
         if not self.world.distributed:
             return float(loss_sum)
-        loss, self.carried = mean_and_any(self.world, loss_sum, self._own())  # type: ignore[assignment]
+        loss, self.carried = mean_and_any(self.world, loss_sum, self._own())
         return loss
 
 
